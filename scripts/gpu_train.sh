@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Runs on the GPU machine: install the carried wheels, train with Keras on JAX.
+# usage: bash scripts/gpu_train.sh BUDGET_S MODEL_SPEC...
+set -u
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+  --target /tmp/site .whl/*.whl || exit 1
+export PYTHONPATH=/tmp/site:$PWD/src KERAS_BACKEND=jax NUCLEOSEG_WRITE_SHIPPED=1 \
+  NUCLEOSEG_USER_MODELS=/tmp/usermodels PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+python3 scripts/gpu_train.py "$OUT" .gpu_data "$@" 2>&1 | grep -v -E "^(W|I)0000|UserWarning|warnings.warn" | tee "$OUT/train.log"
+ls -la "$OUT"

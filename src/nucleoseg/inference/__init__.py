@@ -1,0 +1,1 @@
+"""Tiled inference and post-processing (no Qt)."""

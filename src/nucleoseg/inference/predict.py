@@ -1,0 +1,128 @@
+"""Tiled, batched inference as a generator of progress.
+
+:func:`predict_tiled` yields ``(done, total, message)`` after every batch and *returns* the
+stitched probability map (``StopIteration.value``); :func:`run` drives it to the end. The same
+generator feeds the napari worker, the CLI progress bar and the tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from typing import Any
+
+import numpy as np
+
+from ..io.images import to_rgb_uint8
+from .tiling import TileGrid, make_grid, pad_image
+
+Progress = tuple[int, int, str]
+
+
+class Cancelled(RuntimeError):
+    """Raised inside a generator when its ``should_stop`` callable returned True."""
+
+
+def normalize(image: np.ndarray) -> np.ndarray:
+    """``uint8`` RGB to the models' input: ``float32`` in [0, 1] (the same rule for every pixel
+    of an image or slide, never per tile)."""
+    return image.astype(np.float32) * np.float32(1.0 / 255.0)
+
+
+def _batch_predictor(model: Any) -> Callable[[np.ndarray], np.ndarray]:
+    if hasattr(model, "predict_on_batch"):
+        return lambda x: np.asarray(model.predict_on_batch(x))
+    if callable(model):
+        return lambda x: np.asarray(model(x))
+    raise TypeError("model must be a keras.Model or a callable on (B, H, W, 3) float32 arrays")
+
+
+def predict_tiled(
+    model: Any,
+    image: np.ndarray,
+    tile: int = 512,
+    halo: int = 32,
+    stride: int = 16,
+    batch_size: int = 4,
+    should_stop: Callable[[], bool] | None = None,
+) -> Generator[Progress, None, np.ndarray]:
+    """Run ``model`` over ``image`` tile by tile.
+
+    Parameters
+    ----------
+    model : keras.Model or callable
+        Maps ``(B, th, tw, 3) float32`` in [0, 1] to ``(B, th, tw, C)`` probabilities.
+    image : numpy.ndarray
+        ``(H, W, 3) uint8`` RGB (other layouts are converted by
+        :func:`nucleoseg.io.images.to_rgb_uint8`).
+    tile, halo, stride : int
+        Tile side, context margin and the model's total stride (see :func:`make_grid`).
+    batch_size : int
+        Tiles per forward pass; the last batch is padded to keep one compiled shape.
+    should_stop : callable, optional
+        Polled before each batch; when it returns True, :class:`Cancelled` is raised.
+
+    Yields
+    ------
+    (done, total, message) : tuple of (int, int, str)
+        Tiles finished, tiles in all, a short status line.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(H, W, C) float32`` probabilities.
+    """
+    image = to_rgb_uint8(image)
+    grid = make_grid(image.shape[:2], tile=tile, halo=halo, stride=stride)
+    predict = _batch_predictor(model)
+    padded = pad_image(image, grid)
+    jobs = list(grid.tiles())
+    total = len(jobs)
+    out: np.ndarray | None = None
+    th, tw = grid.tile
+    batch = np.empty((max(1, min(batch_size, total)), th, tw, 3), np.float32)
+    yield 0, total, f"{total} tile(s) of {th}x{tw}"
+    for start in range(0, total, batch.shape[0]):
+        if should_stop is not None and should_stop():
+            raise Cancelled("stopped by request")
+        chunk = jobs[start : start + batch.shape[0]]
+        for k, (read, _) in enumerate(chunk):
+            batch[k] = normalize(padded[read])
+        pred = predict(batch)
+        if out is None:
+            out = np.empty(image.shape[:2] + (pred.shape[-1],), np.float32)
+        _write_cores(out, pred, chunk, grid)
+        done = start + len(chunk)
+        yield done, total, f"tile {done}/{total}"
+    assert out is not None
+    return out
+
+
+def _write_cores(out: np.ndarray, pred: np.ndarray, chunk, grid: TileGrid) -> None:
+    h = grid.halo
+    for k, (_, write) in enumerate(chunk):
+        rows = write[0].stop - write[0].start
+        cols = write[1].stop - write[1].start
+        out[write] = pred[k, h : h + rows, h : h + cols]
+
+
+def run(gen: Generator[Progress, None, Any], progress: Callable[[int, int, str], None] | None = None):
+    """Drive a progress generator to its end and return its value."""
+    while True:
+        try:
+            done, total, msg = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        if progress is not None:
+            progress(done, total, msg)
+
+
+def predict_whole(model: Any, image: np.ndarray, stride: int = 16) -> np.ndarray:
+    """Reference path: the model on the whole image at once (reflect-padded to ``stride``).
+
+    Used to check tiling; memory grows with the image, so use :func:`predict_tiled` for work.
+    """
+    image = to_rgb_uint8(image)
+    grid = make_grid(image.shape[:2], tile=10**9, halo=0, stride=stride)
+    padded = normalize(pad_image(image, grid))[None]
+    pred = _batch_predictor(model)(padded)[0]
+    return pred[: image.shape[0], : image.shape[1]].astype(np.float32)

@@ -1,0 +1,93 @@
+"""A loaded model with the tiling and post-processing settings of its card."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .postprocess import PostprocessParams, probabilities_to_labels
+from .predict import Progress, predict_tiled
+
+
+@dataclass
+class Segmenter:
+    """Model + settings: ``segment(image)`` is the whole job from RGB to instance labels.
+
+    Attributes
+    ----------
+    model : keras.Model
+        Maps ``(B, H, W, 3)`` float32 in [0, 1] to ``(B, H, W, 2)`` probabilities.
+    stride : int
+        Input sides must be multiples of it.
+    tile, halo, batch_size : int
+        Tiling (see :func:`nucleoseg.inference.tiling.make_grid`).
+    params : PostprocessParams
+        Thresholds and sizes for :func:`probabilities_to_labels`.
+    card : dict
+        The model card it was loaded with (empty for a fresh model).
+    """
+
+    model: Any
+    stride: int = 16
+    tile: int = 512
+    halo: int = 32
+    batch_size: int = 4
+    params: PostprocessParams = field(default_factory=PostprocessParams)
+    card: dict = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, name_or_path: str, **overrides: Any) -> Segmenter:
+        """Load a shipped/user model by name, or a ``.keras`` path, with its card's settings.
+
+        ``overrides`` replace card values: ``tile``, ``halo``, ``batch_size`` and any
+        :class:`PostprocessParams` field.
+        """
+        from ..models.weights import load_model
+
+        model, card = load_model(name_or_path)
+        return cls.from_card(model, card, **overrides)
+
+    @classmethod
+    def from_card(cls, model: Any, card: dict, **overrides: Any) -> Segmenter:
+        inf = dict(card.get("inference", {}))
+        pp = dict(card.get("postprocess", {}))
+        for key in list(overrides):
+            if key in PostprocessParams.__dataclass_fields__:
+                value = overrides.pop(key)
+                if value is not None:
+                    pp[key] = value
+        for key, value in overrides.items():
+            if value is not None:
+                inf[key] = value
+        return cls(
+            model=model,
+            stride=int(inf.get("stride", 16)),
+            tile=int(inf.get("tile", 512)),
+            halo=int(inf.get("halo", 32)),
+            batch_size=int(inf.get("batch_size", 4)),
+            params=PostprocessParams(**pp),
+            card=card,
+        )
+
+    def probabilities(
+        self, image: np.ndarray, should_stop: Callable[[], bool] | None = None
+    ) -> Generator[Progress, None, np.ndarray]:
+        """Tiled probabilities ``(H, W, 2) float32`` (a progress generator)."""
+        return predict_tiled(
+            self.model, image, tile=self.tile, halo=self.halo, stride=self.stride,
+            batch_size=self.batch_size, should_stop=should_stop,
+        )
+
+    def segment(
+        self, image: np.ndarray, should_stop: Callable[[], bool] | None = None
+    ) -> Generator[Progress, None, np.ndarray]:
+        """Instance labels ``(H, W) int32`` for an RGB image (a progress generator).
+
+        Post-processing runs once, on the stitched probability map.
+        """
+        probs = yield from self.probabilities(image, should_stop)
+        yield -1, -1, "post-processing"
+        return probabilities_to_labels(probs, self.params)

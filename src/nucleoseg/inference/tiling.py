@@ -1,0 +1,129 @@
+"""Tile grid for seam-free inference (pure numpy).
+
+Design (csbdeep-style centre cropping rather than blending): the image is padded once by
+reflection so that it splits into ``n_rows x n_cols`` *cores* of ``core = tile - 2 * halo``
+pixels, and every tile reads its core plus ``halo`` pixels of context on each side. Only the
+core of each tile's prediction is kept, so every output pixel comes from exactly one tile
+and no blending weights are needed. When ``halo`` covers the model's receptive field and the
+tile offsets are multiples of the model's stride, tiled output equals the output of the
+model run on the whole padded image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class TileGrid:
+    """Geometry of a tiling of an ``(H, W)`` image.
+
+    Attributes
+    ----------
+    shape : tuple of int
+        ``(H, W)`` of the image.
+    tile : tuple of int
+        ``(th, tw)`` of every tile read by the model (multiples of ``stride``).
+    halo : int
+        Context on each side of a tile's core (multiple of ``stride``).
+    """
+
+    shape: tuple[int, int]
+    tile: tuple[int, int]
+    halo: int
+
+    @property
+    def core(self) -> tuple[int, int]:
+        return (self.tile[0] - 2 * self.halo, self.tile[1] - 2 * self.halo)
+
+    @property
+    def n_tiles(self) -> tuple[int, int]:
+        return (
+            -(-self.shape[0] // self.core[0]),
+            -(-self.shape[1] // self.core[1]),
+        )
+
+    def __len__(self) -> int:
+        return self.n_tiles[0] * self.n_tiles[1]
+
+    @property
+    def padding(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        """``((top, bottom), (left, right))`` padding applied once to the image."""
+        (nr, nc), (cr, cc), h = self.n_tiles, self.core, self.halo
+        return (
+            (h, nr * cr + h - self.shape[0]),
+            (h, nc * cc + h - self.shape[1]),
+        )
+
+    def tiles(self) -> Iterator[tuple[tuple[slice, slice], tuple[slice, slice]]]:
+        """Yield ``(read, write)`` slice pairs, row-major.
+
+        ``read`` indexes the padded image (a full ``tile``); ``write`` indexes the output
+        ``(H, W)`` array; the tile's core is ``pred[halo:halo + rows, halo:halo + cols]``
+        where rows/cols are the extents of ``write``.
+        """
+        (nr, nc), (cr, cc) = self.n_tiles, self.core
+        th, tw = self.tile
+        for i in range(nr):
+            for j in range(nc):
+                r, c = i * cr, j * cc
+                read = (slice(r, r + th), slice(c, c + tw))
+                write = (
+                    slice(r, min(r + cr, self.shape[0])),
+                    slice(c, min(c + cc, self.shape[1])),
+                )
+                yield read, write
+
+
+def make_grid(
+    shape: tuple[int, int], tile: int = 512, halo: int = 32, stride: int = 16
+) -> TileGrid:
+    """Choose a tile grid for an image of ``shape``.
+
+    Tiles shrink for small images (down to one tile covering the image plus halo), and are
+    rounded to multiples of ``stride``; ``halo`` is rounded up to a multiple of ``stride``.
+
+    Raises
+    ------
+    ValueError
+        If ``tile`` leaves no core after removing the halo.
+    """
+    if stride < 1:
+        raise ValueError("stride must be >= 1")
+    halo = -(-max(int(halo), 0) // stride) * stride
+    tile = (int(tile) // stride) * stride
+    if tile - 2 * halo < stride:
+        raise ValueError(
+            f"tile size {tile} leaves no core after a halo of {halo} on each side; "
+            f"use a tile of at least {2 * halo + stride}"
+        )
+    sides = []
+    for n in shape[:2]:
+        if n < 1:
+            raise ValueError(f"image side {n} is empty")
+        needed = -(-n // stride) * stride + 2 * halo  # one tile covering the whole side
+        sides.append(min(tile, needed))
+    return TileGrid((int(shape[0]), int(shape[1])), (sides[0], sides[1]), halo)
+
+
+def pad_image(image: np.ndarray, grid: TileGrid) -> np.ndarray:
+    """Pad ``image`` (``(H, W, ...)``) by reflection as ``grid.padding`` says.
+
+    Reflection falls back to edge padding where a side is shorter than the padding.
+    """
+    pad = list(grid.padding) + [(0, 0)] * (image.ndim - 2)
+    out = image
+    # np.pad 'reflect' needs pad < side; pad repeatedly for tiny images
+    while any(p[0] >= s or p[1] >= s for p, s in zip(pad[:2], out.shape[:2], strict=True)):
+        step = [
+            (min(p[0], s - 1), min(p[1], s - 1)) if s > 1 else (0, 0)
+            for p, s in zip(pad[:2], out.shape[:2], strict=True)
+        ]
+        if all(a == 0 and b == 0 for a, b in step):
+            return np.pad(out, pad, mode="edge")
+        out = np.pad(out, step + pad[2:], mode="reflect")
+        pad = [(p[0] - q[0], p[1] - q[1]) for p, q in zip(pad[:2], step, strict=True)] + pad[2:]
+    return np.pad(out, pad, mode="reflect")

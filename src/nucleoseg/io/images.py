@@ -1,0 +1,163 @@
+"""Open any 2D image as ``(H, W, 3) uint8`` RGB, with one clear error for what cannot be.
+
+Conversion rules (:func:`to_rgb_uint8`):
+
+- ``(H, W)`` grayscale and ``(H, W, 1)`` are replicated to three channels;
+- ``(H, W, 4)`` RGBA drops alpha; ``(H, W, 2)`` (gray + alpha) keeps the gray channel;
+- ``uint8`` is kept; other integer types (e.g. 16-bit) are scaled linearly from
+  ``[0, max of the dtype]`` unless every value is at most 255, in which case they are kept
+  as they are (8-bit data stored in a wider type);
+- floats: values within ``[0, 1]`` are scaled by 255, values within ``[0, 255]`` are kept,
+  anything else is min-max rescaled to ``[0, 255]``; NaN or infinite values are an error;
+- booleans, complex numbers, other shapes and channel counts are errors.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+#: Largest image held in memory by :func:`open_image` (pixels); bigger ones go through the
+#: whole-slide path.
+MAX_IN_MEMORY_PIXELS = 40_000 * 40_000
+
+
+class ImageError(ValueError):
+    """An input image that cannot be used, with a message meant for the user."""
+
+
+def to_rgb_uint8(image: np.ndarray, name: str = "image") -> np.ndarray:
+    """Convert an array to ``(H, W, 3) uint8`` RGB following the module's documented rules.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        ``(H, W)``, ``(H, W, 1)``, ``(H, W, 2)``, ``(H, W, 3)`` or ``(H, W, 4)``, any real dtype.
+    name : str
+        How to call the input in error messages.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(H, W, 3) uint8``; the input itself when it already is one.
+
+    Raises
+    ------
+    ImageError
+        Unsupported shape, channel count or dtype, empty image, NaN/inf values.
+    """
+    arr = np.asarray(image)
+    if arr.dtype == bool or np.iscomplexobj(arr) or arr.dtype.kind not in "uif":
+        raise ImageError(f"{name} has unsupported dtype {arr.dtype}; expected integers or floats")
+    if arr.ndim == 3 and arr.shape[-1] in (1, 2, 3, 4):
+        channels = arr.shape[-1]
+    elif arr.ndim == 2:
+        channels = 0
+    else:
+        raise ImageError(
+            f"{name} has shape {arr.shape}; expected a 2D image (H, W) or (H, W, C) with "
+            "C in 1-4 (use one plane of a stack or time series)"
+        )
+    if arr.shape[0] < 1 or arr.shape[1] < 1:
+        raise ImageError(f"{name} is empty (shape {arr.shape})")
+    if channels == 0:
+        arr = arr[..., None]
+    elif channels == 2:
+        arr = arr[..., :1]
+    elif channels == 4:
+        arr = arr[..., :3]
+    if arr.dtype != np.uint8:
+        arr = _rescale_to_uint8(arr, name)
+    if arr.shape[-1] == 1:
+        arr = np.repeat(arr, 3, axis=-1)
+    return np.ascontiguousarray(arr)
+
+
+def _rescale_to_uint8(arr: np.ndarray, name: str) -> np.ndarray:
+    if arr.dtype.kind == "f":
+        if not np.isfinite(arr).all():
+            raise ImageError(f"{name} contains NaN or infinite values")
+        lo, hi = float(arr.min()), float(arr.max())
+        if lo >= 0 and hi <= 1:
+            return np.round(arr * 255).astype(np.uint8)
+        if lo >= 0 and hi <= 255:
+            return np.round(arr).astype(np.uint8)
+        if hi == lo:
+            return np.zeros(arr.shape, np.uint8)
+        return np.round((arr - lo) * (255.0 / (hi - lo))).astype(np.uint8)
+    lo, hi = int(arr.min()), int(arr.max())
+    if lo < 0:
+        if hi == lo:
+            return np.zeros(arr.shape, np.uint8)
+        return np.round((arr.astype(np.float64) - lo) * (255.0 / (hi - lo))).astype(np.uint8)
+    if hi <= 255:
+        return arr.astype(np.uint8)
+    top = np.iinfo(arr.dtype).max
+    return np.round(arr.astype(np.float64) * (255.0 / top)).astype(np.uint8)
+
+
+def read_array(path: str | Path) -> np.ndarray:
+    """Read an image file into a numpy array as stored (TIFF via tifffile, others via Pillow).
+
+    Raises
+    ------
+    ImageError
+        Missing file, directory, or a file that is not a readable image.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise ImageError(f"file not found: {p}")
+    if p.is_dir():
+        raise ImageError(f"{p} is a folder, not an image file")
+    suffix = p.suffix.lower()
+    try:
+        if suffix in (".tif", ".tiff", ".svs", ".btf"):
+            import tifffile
+
+            with tifffile.TiffFile(p) as tif:
+                page = tif.series[0].levels[0] if tif.series else tif.pages[0]
+                n_pixels = int(np.prod(page.shape[:2]))
+                if n_pixels > MAX_IN_MEMORY_PIXELS:
+                    raise ImageError(
+                        f"{p.name} has {page.shape[0]}x{page.shape[1]} pixels, too large to "
+                        "load whole; segment it as a slide (nucleoseg segment writes .zarr)"
+                    )
+                return page.asarray()
+        from PIL import Image, UnidentifiedImageError
+
+        Image.MAX_IMAGE_PIXELS = MAX_IN_MEMORY_PIXELS
+        try:
+            with Image.open(p) as im:
+                if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+                    return np.array(im)
+                if im.mode not in ("L", "RGB", "RGBA", "LA"):
+                    im = im.convert("RGBA" if "A" in im.mode else "RGB")
+                return np.array(im)
+        except UnidentifiedImageError:
+            raise ImageError(f"{p.name} is not an image file Pillow or tifffile can read") from None
+    except ImageError:
+        raise
+    except Exception as exc:  # corrupt/truncated files raise many different types
+        raise ImageError(f"cannot read {p.name}: {exc}") from exc
+
+
+def open_image(path: str | Path) -> np.ndarray:
+    """Open a 2D image file as ``(H, W, 3) uint8`` RGB.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        TIFF (LZW/PackBits/JPEG via ``imagecodecs``), PNG, JPEG or anything Pillow reads.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(H, W, 3) uint8``.
+
+    Raises
+    ------
+    ImageError
+        With a one-line reason (missing, not an image, unsupported layout, NaN, ...).
+    """
+    return to_rgb_uint8(read_array(path), name=Path(path).name)

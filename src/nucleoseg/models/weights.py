@@ -1,0 +1,172 @@
+"""Weights format: ``<name>.keras`` + ``<name>.json`` model card, checksum checked at load.
+
+Shipped models live in the package's ``weights/`` folder and are never written to;
+fine-tuned models go to the user model directory (:func:`user_dir`). Saves are atomic.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+CARD_VERSION = 1
+
+
+class WeightsError(RuntimeError):
+    """A model file that cannot be used (missing, corrupted, checksum mismatch)."""
+
+
+def shipped_dir() -> Path:
+    """Folder of the shipped weights (inside the installed package, or the checkout's)."""
+    here = Path(__file__).resolve().parent.parent
+    packaged = here / "weights"
+    if packaged.is_dir():
+        return packaged
+    return here.parents[1] / "weights"
+
+
+def user_dir() -> Path:
+    """Folder of the user's own (fine-tuned) models: ``$NUCLEOSEG_USER_MODELS`` or the
+    platform's user data directory ``.../nucleoseg/models``."""
+    env = os.environ.get("NUCLEOSEG_USER_MODELS")
+    if env:
+        return Path(env)
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("nucleoseg", appauthor=False)) / "models"
+
+
+def sha256(path: str | Path) -> str:
+    """SHA-256 hex digest of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def available_models() -> list[dict[str, Any]]:
+    """Every loadable model: ``{"name", "path", "source" ("shipped"|"user"), "card"}``.
+
+    Shipped models come first, in the registry's order; user models follow by name.
+    """
+    from .registry import MODELS
+
+    order = {n: i for i, n in enumerate(MODELS)}
+    found = []
+    for source, folder in (("shipped", shipped_dir()), ("user", user_dir())):
+        if not folder.is_dir():
+            continue
+        entries = []
+        for card_path in folder.glob("*.json"):
+            model_path = card_path.with_suffix(".keras")
+            if not model_path.is_file():
+                continue
+            try:
+                card = json.loads(card_path.read_text())
+            except (OSError, ValueError):
+                continue
+            entries.append({"name": card_path.stem, "path": model_path, "source": source,
+                            "card": card})
+        entries.sort(key=lambda e: (order.get(e["name"], len(order)), e["name"]))
+        found.extend(entries)
+    return found
+
+
+def resolve_model_path(name_or_path: str | Path) -> Path:
+    """A model name (shipped or user) or a ``.keras`` path to an existing ``.keras`` path."""
+    p = Path(name_or_path)
+    if p.suffix == ".keras":
+        if not p.is_file():
+            raise WeightsError(f"model file not found: {p}")
+        return p
+    for entry in available_models():
+        if entry["name"] == str(name_or_path):
+            return entry["path"]
+    names = ", ".join(e["name"] for e in available_models()) or "none installed"
+    raise WeightsError(f"no trained model named {name_or_path!r} (available: {names})")
+
+
+def read_card(model_path: str | Path) -> dict[str, Any]:
+    """The model card beside a ``.keras`` file."""
+    card_path = Path(model_path).with_suffix(".json")
+    if not card_path.is_file():
+        raise WeightsError(f"model card missing: {card_path}")
+    try:
+        return json.loads(card_path.read_text())
+    except ValueError as exc:
+        raise WeightsError(f"model card {card_path.name} is not valid JSON: {exc}") from None
+
+
+def load_model(name_or_path: str | Path, verify: bool = True):
+    """Load a model and its card.
+
+    Parameters
+    ----------
+    name_or_path : str or pathlib.Path
+        A shipped/user model name or a path to a ``.keras`` file with its ``.json`` beside it.
+    verify : bool
+        Check the file's SHA-256 against the card (a mismatch raises).
+
+    Returns
+    -------
+    (keras.Model, dict)
+        The model (loaded with ``safe_mode=True``, not compiled) and its card.
+
+    Raises
+    ------
+    WeightsError
+        Missing file or card, checksum mismatch, or a file Keras cannot read.
+    """
+    path = resolve_model_path(name_or_path)
+    card = read_card(path)
+    if verify:
+        expected = card.get("sha256")
+        actual = sha256(path)
+        if expected and expected != actual:
+            raise WeightsError(
+                f"{path.name} is corrupted or was changed: its SHA-256 {actual[:12]}... does "
+                f"not match the model card's {expected[:12]}... (reinstall the package or "
+                "re-save the model)"
+            )
+    import keras
+
+    from . import blocks, segnet  # noqa: F401  (register custom layers)
+
+    try:
+        model = keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as exc:
+        raise WeightsError(f"cannot load {path.name}: {type(exc).__name__}: {exc}") from exc
+    return model, card
+
+
+def save_model(model, directory: str | Path, name: str, card: dict[str, Any]) -> Path:
+    """Save ``model`` as ``directory/name.keras`` with its card, both atomically.
+
+    The card gets ``name``, ``card_version`` and the file's ``sha256``. Refuses to write into
+    the shipped weights folder.
+
+    Returns
+    -------
+    pathlib.Path
+        The ``.keras`` path.
+    """
+    from ..io.atomic import atomic_write, atomic_write_bytes
+
+    directory = Path(directory)
+    if directory.resolve() == shipped_dir().resolve() and not os.environ.get(
+        "NUCLEOSEG_WRITE_SHIPPED"
+    ):
+        raise WeightsError("refusing to overwrite the shipped weights; save to the user folder")
+    if not name or any(c in name for c in '/\\:*?"<>|') or name.startswith("."):
+        raise WeightsError(f"invalid model name {name!r}")
+    directory.mkdir(parents=True, exist_ok=True)
+    model_path = directory / f"{name}.keras"
+    atomic_write(model_path, lambda p: model.save(p, include_optimizer=False))
+    card = {**card, "name": name, "card_version": CARD_VERSION, "sha256": sha256(model_path)}
+    atomic_write_bytes(model_path.with_suffix(".json"),
+                       (json.dumps(card, indent=2, sort_keys=False) + "\n").encode())
+    return model_path

@@ -1,0 +1,1 @@
+"""Training core: targets, patch sampling, augmentation, losses and the fit loop (no Qt)."""

@@ -1,0 +1,236 @@
+"""Fit loop: losses, callbacks for progress/stop, atomic best-model checkpoints.
+
+``train`` is what ``nucleoseg train`` and the fine-tune panel call; progress arrives through
+a ``progress(step, total, logs)`` callable and a ``should_stop()`` callable ends the run
+cleanly after the current batch.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+from keras import ops
+
+from .data import PatchSampler
+
+
+def soft_dice_loss(y_true, y_pred, smooth: float = 1.0):
+    """1 - soft Dice per channel, averaged over channels (batch pooled)."""
+    axes = (0, 1, 2)
+    inter = ops.sum(y_true * y_pred, axis=axes)
+    denom = ops.sum(y_true, axis=axes) + ops.sum(y_pred, axis=axes)
+    return 1.0 - ops.mean((2.0 * inter + smooth) / (denom + smooth))
+
+
+def bce_loss(y_true, y_pred):
+    """Binary cross-entropy averaged over pixels and channels."""
+    y_pred = ops.clip(y_pred, 1e-7, 1.0 - 1e-7)
+    return -ops.mean(y_true * ops.log(y_pred) + (1.0 - y_true) * ops.log(1.0 - y_pred))
+
+
+def bce_dice_loss(y_true, y_pred):
+    """BCE + soft Dice (the default loss)."""
+    return bce_loss(y_true, y_pred) + soft_dice_loss(y_true, y_pred)
+
+
+LOSSES: dict[str, Callable] = {"bce": bce_loss, "bce_dice": bce_dice_loss}
+
+
+def nucleus_dice(y_true, y_pred):
+    """Thresholded (0.5) pixel Dice of the nucleus channel over the batch."""
+    t = ops.cast(y_true[..., 0] > 0.5, "float32")
+    p = ops.cast(y_pred[..., 0] > 0.5, "float32")
+    inter = ops.sum(t * p)
+    return (2.0 * inter + 1e-6) / (ops.sum(t) + ops.sum(p) + 1e-6)
+
+
+class SamplerDataset(keras.utils.PyDataset):
+    """``steps`` batches per epoch from a :class:`PatchSampler`; reproducible per index."""
+
+    def __init__(self, sampler: PatchSampler, batch_size: int, steps: int, seed: int, **kw):
+        super().__init__(**kw)
+        self.sampler, self.batch_size, self.steps, self.seed = sampler, batch_size, steps, seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __getitem__(self, index: int):
+        rng = np.random.default_rng((self.seed, self.epoch, index))
+        return self.sampler.batch(self.batch_size, rng)
+
+    def on_epoch_end(self) -> None:
+        self.epoch += 1
+
+
+class ProgressCallback(keras.callbacks.Callback):
+    """Report ``progress(step, total_steps, logs)`` per batch; stop when ``should_stop()``."""
+
+    def __init__(self, total_steps: int, progress=None, should_stop=None, on_epoch=None):
+        super().__init__()
+        self.total_steps, self.progress, self.should_stop = total_steps, progress, should_stop
+        self.on_epoch = on_epoch
+        self.step = 0
+        self.cancelled = False
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
+        if self.progress is not None:
+            self.progress(self.step, self.total_steps, dict(logs or {}))
+        if self.should_stop is not None and self.should_stop():
+            self.cancelled = True
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.on_epoch is not None:
+            self.on_epoch(epoch, dict(logs or {}))
+
+
+class TimeBudget(keras.callbacks.Callback):
+    """End training after the first epoch that finishes past ``seconds`` of wall time."""
+
+    def __init__(self, seconds: float):
+        super().__init__()
+        self.seconds = seconds
+        self.start = time.perf_counter()
+        self.hit = False
+
+    def on_epoch_end(self, epoch, logs=None):
+        if time.perf_counter() - self.start > self.seconds:
+            self.hit = True
+            self.model.stop_training = True
+
+
+class AtomicBestCheckpoint(keras.callbacks.Callback):
+    """Save the model to ``path`` (atomically) whenever ``monitor`` improves."""
+
+    def __init__(self, path: str | Path, monitor: str = "val_loss"):
+        super().__init__()
+        self.path, self.monitor = Path(path), monitor
+        self.best = math.inf
+        self.best_epoch = -1
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None or not value < self.best:
+            return
+        from ..io.atomic import atomic_write
+
+        self.best, self.best_epoch = float(value), epoch
+        atomic_write(self.path, lambda p: self.model.save(p, include_optimizer=False))
+
+
+@dataclass
+class TrainResult:
+    """What a training run did."""
+
+    history: dict[str, list[float]]
+    best_epoch: int
+    best_val_loss: float
+    epochs_run: int
+    cancelled: bool
+    seconds: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def compile_model(model: keras.Model, learning_rate: float = 1e-3, loss: str = "bce_dice",
+                  jit_compile: bool | str = "auto") -> None:
+    """Compile with Adam, the named loss and the nucleus Dice metric."""
+    if loss not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; choose one of {sorted(LOSSES)}")
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=LOSSES[loss],
+        metrics=[nucleus_dice],
+        jit_compile=jit_compile,
+    )
+
+
+def train(
+    model: keras.Model,
+    sampler: PatchSampler,
+    validation: tuple[np.ndarray, np.ndarray] | None,
+    epochs: int = 50,
+    steps_per_epoch: int = 100,
+    batch_size: int = 8,
+    learning_rate: float = 1e-3,
+    loss: str = "bce_dice",
+    checkpoint: str | Path | None = None,
+    early_stopping_patience: int = 12,
+    plateau_patience: int = 5,
+    seed: int = 0,
+    workers: int = 1,
+    jit_compile: bool | str = "auto",
+    progress: Callable[[int, int, dict], None] | None = None,
+    on_epoch: Callable[[int, dict], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    compile: bool = True,
+    time_budget: float | None = None,
+) -> TrainResult:
+    """Train ``model`` on patches from ``sampler``.
+
+    Adam; learning rate x0.1 when the validation loss stalls for ``plateau_patience``
+    epochs; early stopping after ``early_stopping_patience`` epochs without improvement,
+    restoring the best weights; the best model is saved atomically to ``checkpoint``.
+
+    Parameters
+    ----------
+    validation : tuple of numpy.ndarray, optional
+        ``(x, y)`` fixed validation patches; without it the training loss is monitored.
+    progress : callable, optional
+        ``progress(step, total_steps, logs)`` after every batch.
+    on_epoch : callable, optional
+        ``on_epoch(epoch, logs)`` after every epoch (logs hold loss and val_loss).
+    should_stop : callable, optional
+        Polled after every batch; True ends training after that batch (weights of the best
+        epoch so far are restored, the checkpoint is left as it was).
+    time_budget : float, optional
+        Wall-clock seconds after which training ends at the next epoch boundary.
+    """
+    keras.utils.set_random_seed(seed)
+    if compile:
+        compile_model(model, learning_rate, loss, jit_compile)
+    monitor = "val_loss" if validation is not None else "loss"
+    prog = ProgressCallback(epochs * steps_per_epoch, progress, should_stop, on_epoch)
+    callbacks: list[keras.callbacks.Callback] = [
+        prog,
+        keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=0.1,
+                                          patience=plateau_patience, min_lr=1e-6),
+        keras.callbacks.EarlyStopping(monitor=monitor, patience=early_stopping_patience,
+                                      restore_best_weights=True),
+    ]
+    if time_budget is not None:
+        callbacks.append(TimeBudget(time_budget))
+    ckpt = None
+    if checkpoint is not None:
+        ckpt = AtomicBestCheckpoint(checkpoint, monitor)
+        callbacks.append(ckpt)
+    data = SamplerDataset(sampler, batch_size, steps_per_epoch, seed, workers=workers,
+                          use_multiprocessing=False)
+    t0 = time.perf_counter()
+    hist = model.fit(
+        data,
+        epochs=epochs,
+        validation_data=validation,
+        validation_batch_size=batch_size,
+        callbacks=callbacks,
+        verbose=0,
+    )
+    history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
+    series = history.get(monitor, [math.inf])
+    best = int(np.argmin(series)) if series else -1
+    return TrainResult(
+        history=history,
+        best_epoch=best,
+        best_val_loss=float(series[best]) if series else math.inf,
+        epochs_run=len(series),
+        cancelled=prog.cancelled,
+        seconds=time.perf_counter() - t0,
+    )
