@@ -22,8 +22,8 @@ def child(out: str, data: str, budget: float, spec: str) -> None:
             save_name = v
         else:
             config[k] = json.loads(v)
-    train_monuseg(name, out, save_name=save_name, data=data, epochs=400, steps_per_epoch=100,
-                  batch_size=16, learning_rate=1e-3, seed=0, config=config, workers=4,
+    train_monuseg(name, out, save_name=save_name, data=data, epochs=400, steps_per_epoch=200,
+                  batch_size=16, learning_rate=1e-3, seed=0, config=config, workers=3,
                   time_budget=budget, log=lambda m: print(f"[{save_name}] {m}", flush=True))
 
 

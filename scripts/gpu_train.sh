@@ -7,5 +7,4 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 export PYTHONPATH=/tmp/site:$PWD/src KERAS_BACKEND=jax NUCLEOSEG_WRITE_SHIPPED=1 \
   NUCLEOSEG_USER_MODELS=/tmp/usermodels PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-python3 scripts/gpu_train.py "$OUT" .gpu_data "$@" 2>&1 | grep -v -E "^(W|I)0000|UserWarning|warnings.warn" | tee "$OUT/train.log"
-ls -la "$OUT"
+python3 scripts/gpu_train.py "$OUT" .gpu_data "$@" 2>&1 | grep -v -E "^(W|I|E)[0-9]{4} |Source Location|external/xla|^$|UserWarning|warnings.warn" | tee "$OUT/train.log"

@@ -83,8 +83,10 @@ def make_grid(
 ) -> TileGrid:
     """Choose a tile grid for an image of ``shape``.
 
-    Tiles shrink for small images (down to one tile covering the image plus halo), and are
-    rounded to multiples of ``stride``; ``halo`` is rounded up to a multiple of ``stride``.
+    ``tile`` is the largest tile read; the grid uses the fewest tiles of at most that size
+    and shrinks them evenly so they cover the image without a mostly-padding last row (a
+    small image gets one tile: the image plus the halo). Sides are multiples of ``stride``;
+    ``halo`` is rounded up to a multiple of ``stride``.
 
     Raises
     ------
@@ -104,8 +106,11 @@ def make_grid(
     for n in shape[:2]:
         if n < 1:
             raise ValueError(f"image side {n} is empty")
-        needed = -(-n // stride) * stride + 2 * halo  # one tile covering the whole side
-        sides.append(min(tile, needed))
+        # fewest tiles that cover the side, then the smallest core (multiple of stride)
+        # that still covers it: avoids a last row of tiles that is mostly padding
+        count = -(-n // (tile - 2 * halo))
+        core = -(-(-(-n // count)) // stride) * stride
+        sides.append(core + 2 * halo)
     return TileGrid((int(shape[0]), int(shape[1])), (sides[0], sides[1]), halo)
 
 

@@ -31,6 +31,11 @@ def _backbone(name: str, weights: str | None, alpha: float) -> keras.Model:
         )
     else:
         raise ValueError(f"unknown backbone {name!r}; choose from {sorted(_BACKBONE_LAYERS)}")
+    # keras.applications uses BN momentum 0.999: with random init and a few thousand steps
+    # the moving statistics stay near their initial values and inference collapses.
+    for layer in base.layers:
+        if isinstance(layer, layers.BatchNormalization):
+            layer.momentum = 0.99
     high, low = _BACKBONE_LAYERS[name]
     return keras.Model(
         base.input, [base.get_layer(high).output, base.get_layer(low).output], name=f"{name}"

@@ -163,8 +163,8 @@ def train(
     learning_rate: float = 1e-3,
     loss: str = "bce_dice",
     checkpoint: str | Path | None = None,
-    early_stopping_patience: int = 12,
-    plateau_patience: int = 5,
+    early_stopping_patience: int = 20,
+    plateau_patience: int = 8,
     seed: int = 0,
     workers: int = 1,
     jit_compile: bool | str = "auto",
@@ -200,7 +200,6 @@ def train(
     monitor = "val_loss" if validation is not None else "loss"
     prog = ProgressCallback(epochs * steps_per_epoch, progress, should_stop, on_epoch)
     callbacks: list[keras.callbacks.Callback] = [
-        prog,
         keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=0.1,
                                           patience=plateau_patience, min_lr=1e-6),
         keras.callbacks.EarlyStopping(monitor=monitor, patience=early_stopping_patience,
@@ -208,6 +207,7 @@ def train(
     ]
     if time_budget is not None:
         callbacks.append(TimeBudget(time_budget))
+    callbacks.append(prog)  # last, so its logs include the learning rate
     ckpt = None
     if checkpoint is not None:
         ckpt = AtomicBestCheckpoint(checkpoint, monitor)
