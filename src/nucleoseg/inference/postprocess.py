@@ -46,7 +46,6 @@ def probabilities_to_labels(
         ``(H, W) int32``, 0 = background, ids 1..N consecutive.
     """
     from scipy import ndimage as ndi
-    from skimage.morphology import remove_small_objects
     from skimage.segmentation import relabel_sequential, watershed
 
     p = params or PostprocessParams()
@@ -76,16 +75,10 @@ def probabilities_to_labels(
     if n_rest:
         labels = np.where(rest > 0, rest + labels.max(), labels)
     if p.min_size > 1:
-        labels = remove_small_objects(labels, max_size=p.min_size - 1) if _new_rso() else (
-            remove_small_objects(labels, min_size=p.min_size)
-        )
+        sizes = np.bincount(labels.ravel())
+        small = sizes < p.min_size
+        small[0] = False
+        labels[small[labels]] = 0
     labels, _, _ = relabel_sequential(labels.astype(np.int32))
     return labels.astype(np.int32)
 
-
-def _new_rso() -> bool:
-    import inspect
-
-    from skimage.morphology import remove_small_objects
-
-    return "max_size" in inspect.signature(remove_small_objects).parameters

@@ -25,8 +25,8 @@ from ..inference.predict import predict_tiled, run
 from ..io.monuseg import VALIDATION_TILES, list_tiles
 from .data import PatchSampler, grid_patches, make_targets
 
-THRESHOLDS = (0.4, 0.5, 0.6)
-INTERIOR_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
+THRESHOLDS = (0.3, 0.4, 0.5, 0.6)
+INTERIOR_THRESHOLDS = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 MIN_SIZES = (8, 16, 32)
 
 

@@ -5,7 +5,7 @@ tiled MP/s (nucleoseg's predict_tiled: padding, tiling, normalisation, stitching
 overhead of tiling, post-processing MP/s, and peak RSS. The image is built from real MoNuSeg
 tiles mirrored side by side. Usage:
 
-    python benchmarks/throughput.py [--size 4096] [--tile 1024] [--batch 4] [MODEL ...]
+    python benchmarks/tiling.py [--size 4096] [--tile 1024] [--batch 4] [MODEL ...]
 
 Set KERAS_BACKEND=jax on a GPU machine (the same Keras code runs there).
 """

@@ -1,0 +1,324 @@
+"""``nucleoseg segment | evaluate | train | tune | benchmark | models`` over the core.
+
+Bad input ends with one line ``nucleoseg: error: ...`` and exit status 2, never a traceback
+(set ``NUCLEOSEG_DEBUG=1`` to see one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+
+
+class UsageError(Exception):
+    """A problem with the user's input, reported in one line."""
+
+
+def _quiet_tensorflow() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+
+
+def _progress_bar(desc: str, enabled: bool):
+    from tqdm import tqdm
+
+    bar = tqdm(total=0, desc=desc, unit="tile", disable=not enabled, leave=False,
+               file=sys.stderr)
+
+    def update(done: int, total: int, msg: str) -> None:
+        if total > 0:
+            bar.total = total
+            bar.n = done
+        bar.set_postfix_str(msg, refresh=True)
+
+    return bar, update
+
+
+# ---------------------------------------------------------------- segment
+def cmd_segment(args: argparse.Namespace) -> int:
+    from .inference.predict import run
+    from .inference.segment import Segmenter
+    from .io.images import open_image
+    from .io.labels import write_labels
+
+    images = [Path(p) for p in args.images]
+    if len(images) > 1 and not args.out_dir:
+        raise UsageError("several images need --out-dir DIR (one labels file per image)")
+    if args.out_dir:
+        outs = [Path(args.out_dir) / f"{p.stem}_labels{args.format}" for p in images]
+    else:
+        outs = [Path(args.output) if args.output else images[0].with_name(
+            f"{images[0].stem}_labels{args.format}")]
+    for out in outs:
+        _check_writable(out)
+    arrays = [open_image(p) for p in images]  # fail fast on a bad input, before loading Keras
+    seg = Segmenter.load(args.model, tile=args.tile, halo=args.halo, batch_size=args.batch_size,
+                         threshold=args.threshold, interior_threshold=args.interior_threshold,
+                         min_size=args.min_size)
+    for path, image, out in zip(images, arrays, outs, strict=True):
+        bar, update = _progress_bar(path.name, not args.quiet)
+        labels = run(seg.segment(image), update)
+        bar.close()
+        write_labels(out, labels)
+        print(f"{path.name}: {int(labels.max())} nuclei -> {out}")
+    return 0
+
+
+def _check_writable(out: Path) -> None:
+    parent = out.parent if str(out.parent) else Path(".")
+    if parent.exists() and not parent.is_dir():
+        raise UsageError(f"cannot write {out}: {parent} is not a folder")
+    if parent.exists() and not os.access(parent, os.W_OK):
+        raise UsageError(f"cannot write {out}: folder {parent} is not writable")
+
+
+# ---------------------------------------------------------------- evaluate
+def _pairs(pred: Path, truth: Path) -> list[tuple[str, Path, Path]]:
+    if pred.is_dir() != truth.is_dir():
+        raise UsageError("give two files or two folders")
+    if not pred.is_dir():
+        return [(pred.stem, pred, truth)]
+    from .io.labels import LABEL_SUFFIXES
+
+    def index(folder: Path) -> dict[str, Path]:
+        out = {}
+        for p in sorted(folder.iterdir()):
+            if p.suffix.lower() in LABEL_SUFFIXES:
+                out[p.stem.removesuffix("_labels")] = p
+        return out
+
+    a, b = index(pred), index(truth)
+    common = sorted(set(a) & set(b))
+    if not common:
+        raise UsageError(f"no file names in common between {pred} and {truth}")
+    return [(k, a[k], b[k]) for k in common]
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluation.metrics import ALL_KEYS, evaluate_set
+    from .io.labels import read_labels
+
+    rows_in = []
+    for name, p, t in _pairs(Path(args.prediction), Path(args.truth)):
+        shape = None
+        if p.suffix.lower() != ".xml":
+            pred = read_labels(p)
+            shape = pred.shape
+            truth = read_labels(t, shape)
+        else:
+            truth = read_labels(t)
+            pred = read_labels(p, truth.shape)
+        if pred.shape != truth.shape:
+            raise UsageError(f"{name}: prediction {pred.shape} and ground truth {truth.shape} "
+                             "differ in shape")
+        rows_in.append((name, pred, truth))
+    per_image, overall = evaluate_set([(p, t) for _, p, t in rows_in],
+                                      names=[n for n, _, _ in rows_in])
+    keys = list(ALL_KEYS)
+    rows = per_image + ([{"name": "overall", **overall}] if len(per_image) > 1 else [])
+    print("  ".join([f"{'image':<28}"] + [f"{k:>9}" for k in keys]))
+    for r in rows:
+        print("  ".join([f"{r['name'][:28]:<28}"] + [f"{r[k]:>9.4f}" for k in keys]))
+    if args.csv:
+        import csv
+
+        from .io.atomic import atomic_write
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=["name", *keys], extrasaction="ignore")
+                w.writeheader()
+                w.writerows(rows)
+
+        atomic_write(args.csv, write)
+    return 0
+
+
+# ---------------------------------------------------------------- train / tune
+def _parse_config(items: list[str]) -> dict[str, Any]:
+    config = {}
+    for item in items or []:
+        if "=" not in item:
+            raise UsageError(f"--config expects KEY=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        try:
+            config[k] = json.loads(v)
+        except ValueError:
+            config[k] = v
+    return config
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .models.registry import resolve
+    from .models.weights import user_dir
+    from .training.recipe import train_monuseg
+
+    resolve(args.model)
+    out = Path(args.out) if args.out else user_dir()
+    train_monuseg(
+        args.model, out, save_name=args.name, data=args.data, epochs=args.epochs,
+        steps_per_epoch=args.steps, batch_size=args.batch_size, learning_rate=args.lr,
+        seed=args.seed, config=_parse_config(args.config), time_budget=args.time_budget,
+        workers=args.workers, jit_compile=True if args.jit else "auto",
+    )
+    return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from .inference.predict import run
+    from .inference.segment import Segmenter
+    from .io.atomic import atomic_write_bytes
+    from .models.weights import resolve_model_path, shipped_dir
+    from .training.recipe import load_split, select_postprocess
+
+    path = resolve_model_path(args.model)
+    seg = Segmenter.load(str(path))
+    _, images, labels = load_split("val", args.data)
+    probs = [run(seg.probabilities(im)) for im in images]
+    best, scores, trials = select_postprocess(probs, labels)
+    print(f"validation: {best.to_dict()} -> AJI {scores['aji']:.4f} Dice {scores['dice']:.4f}")
+    if args.write:
+        if path.parent.resolve() == shipped_dir().resolve() and not os.environ.get(
+                "NUCLEOSEG_WRITE_SHIPPED"):
+            raise UsageError("refusing to change a shipped model card")
+        card = dict(seg.card)
+        card["postprocess"] = best.to_dict()
+        card["validation"] = {k: round(v, 4) for k, v in scores.items()}
+        card["postprocess_search"] = trials
+        atomic_write_bytes(path.with_suffix(".json"), (json.dumps(card, indent=2) + "\n").encode())
+        print(f"updated {path.with_suffix('.json')}")
+    return 0
+
+
+# ---------------------------------------------------------------- benchmark
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    from .evaluation.benchmark import benchmark, format_table
+    from .inference.predict import run
+    from .models.weights import available_models
+
+    models = args.models or [m["name"] for m in available_models() if m["source"] == "shipped"]
+    if not models:
+        raise UsageError("no models to benchmark")
+    bar, update = _progress_bar("benchmark", not args.quiet)
+    rows = run(benchmark(models, args.data, split=args.split,
+                         include_baseline=not args.no_baseline, limit=args.limit), update)
+    bar.close()
+    print(f"MoNuSeg 2018 {args.split} tiles ({len(rows[0]['per_image'])}), metrics pooled "
+          "over all pixels/nuclei of the set")
+    print(format_table(rows, markdown=args.markdown))
+    if args.json:
+        from .io.atomic import atomic_write_bytes
+
+        atomic_write_bytes(args.json, (json.dumps(rows, indent=2) + "\n").encode())
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from .models.registry import MODELS
+    from .models.weights import available_models
+
+    print("trained models:")
+    for m in available_models():
+        val = m["card"].get("test") or m["card"].get("validation") or {}
+        which = "test" if m["card"].get("test") else "validation"
+        extra = f"  {which} Dice {val['dice']:.3f} AJI {val['aji']:.3f}" if val else ""
+        print(f"  {m['name']:<20} {m['source']:<8} {m['path']}{extra}")
+    print("architectures (nucleoseg train --model):", ", ".join(MODELS))
+    return 0
+
+
+# ---------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="nucleoseg", description="Nucleus segmentation for H&E.")
+    ap.add_argument("--version", action="version", version=f"nucleoseg {__version__}")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("segment", help="segment images into instance labels")
+    s.add_argument("images", nargs="+", help="RGB image files (TIFF, PNG, JPEG, ...)")
+    s.add_argument("-o", "--output", help="labels file (.tif, .png, .npy or MoNuSeg .xml)")
+    s.add_argument("--out-dir", help="folder for one <name>_labels file per image")
+    s.add_argument("--format", default=".tif", choices=[".tif", ".png", ".npy", ".xml"],
+                   help="labels format with --out-dir (default .tif)")
+    s.add_argument("-m", "--model", default="unet", help="model name or .keras path")
+    s.add_argument("--tile", type=int, help="tile side in pixels (default: model card)")
+    s.add_argument("--halo", type=int, help="context margin per tile side")
+    s.add_argument("--batch-size", type=int)
+    s.add_argument("--threshold", type=float, help="nucleus probability threshold")
+    s.add_argument("--interior-threshold", type=float, help="marker probability threshold")
+    s.add_argument("--min-size", type=int, help="smallest nucleus kept (pixels)")
+    s.add_argument("-q", "--quiet", action="store_true")
+    s.set_defaults(func=cmd_segment)
+
+    e = sub.add_parser("evaluate", help="compare predicted and ground-truth labels")
+    e.add_argument("prediction", help="labels file or folder")
+    e.add_argument("truth", help="ground-truth labels file (or MoNuSeg .xml) or folder")
+    e.add_argument("--csv", help="also write the table as CSV")
+    e.set_defaults(func=cmd_evaluate)
+
+    t = sub.add_parser("train", help="train a model on MoNuSeg (validation split inside)")
+    t.add_argument("--model", default="unet")
+    t.add_argument("--data", help="data folder (default $NUCLEOSEG_DATA or ../shared/data)")
+    t.add_argument("--out", help="output folder (default: the user model folder)")
+    t.add_argument("--name", help="saved model name (default: the architecture)")
+    t.add_argument("--epochs", type=int, default=400)
+    t.add_argument("--steps", type=int, default=200, help="batches per epoch")
+    t.add_argument("--batch-size", type=int, default=16)
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--time-budget", type=float, help="stop after this many seconds")
+    t.add_argument("--workers", type=int, default=1, help="threads preparing batches")
+    t.add_argument("--jit", action="store_true", help="XLA-compile the train step (TF)")
+    t.add_argument("--config", nargs="*", metavar="KEY=VALUE", help="architecture options")
+    t.set_defaults(func=cmd_train)
+
+    u = sub.add_parser("tune", help="re-select post-processing on the validation tiles")
+    u.add_argument("model")
+    u.add_argument("--data")
+    u.add_argument("--write", action="store_true", help="store the result in the model card")
+    u.set_defaults(func=cmd_tune)
+
+    b = sub.add_parser("benchmark", help="MoNuSeg test table for the shipped models")
+    b.add_argument("models", nargs="*", help="model names or paths (default: all shipped)")
+    b.add_argument("--data")
+    b.add_argument("--split", default="test", choices=["test", "val"])
+    b.add_argument("--limit", type=int, help="first N tiles only")
+    b.add_argument("--no-baseline", action="store_true", help="skip the Otsu+watershed row")
+    b.add_argument("--markdown", action="store_true")
+    b.add_argument("--json", help="write all numbers (per image too) as JSON")
+    b.add_argument("-q", "--quiet", action="store_true")
+    b.set_defaults(func=cmd_benchmark)
+
+    m = sub.add_parser("models", help="list trained models and architectures")
+    m.set_defaults(func=cmd_models)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    _quiet_tensorflow()
+    from .inference.predict import Cancelled
+    from .io.images import ImageError
+    from .models.weights import WeightsError
+
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("nucleoseg: interrupted", file=sys.stderr)
+        return 130
+    except (UsageError, ImageError, WeightsError, FileNotFoundError, ValueError,
+            Cancelled, PermissionError, IsADirectoryError) as exc:
+        if os.environ.get("NUCLEOSEG_DEBUG"):
+            raise
+        print(f"nucleoseg: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

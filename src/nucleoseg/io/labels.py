@@ -1,0 +1,94 @@
+"""Instance-label files: read and write ``(H, W)`` integer labels (TIFF, PNG, NPY, MoNuSeg XML)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .atomic import atomic_write
+from .images import ImageError, read_array
+
+LABEL_SUFFIXES = (".tif", ".tiff", ".png", ".npy", ".xml")
+
+
+def read_labels(path: str | Path, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """Read instance labels as ``(H, W) int32``.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        ``.tif``/``.png`` (single-channel integer image), ``.npy`` or MoNuSeg ``.xml``.
+    shape : tuple of int, optional
+        Image shape for ``.xml`` files (default 1000 x 1000, the MoNuSeg tile size).
+
+    Raises
+    ------
+    ImageError
+        Missing file, or content that is not a 2D integer label image.
+    """
+    p = Path(path)
+    if p.suffix.lower() == ".xml":
+        from .monuseg import read_xml_labels
+
+        return read_xml_labels(p, shape or (1000, 1000))
+    if p.suffix.lower() == ".npy":
+        if not p.is_file():
+            raise ImageError(f"file not found: {p}")
+        arr = np.load(p, allow_pickle=False)
+    else:
+        arr = read_array(p)
+    arr = np.asarray(arr)
+    if arr.ndim == 3 and arr.shape[-1] in (3, 4) and arr.dtype == np.uint8:
+        raise ImageError(f"{p.name} is an RGB image, not a label image (one integer per pixel)")
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim != 2:
+        raise ImageError(f"{p.name} has shape {arr.shape}; labels must be 2D (H, W)")
+    if arr.dtype.kind == "b":
+        arr = arr.astype(np.int32)
+    if arr.dtype.kind not in "iu":
+        if arr.dtype.kind == "f" and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
+            arr = arr.astype(np.int64)
+        else:
+            raise ImageError(f"{p.name} holds {arr.dtype} values; labels must be integers")
+    if arr.size and arr.min() < 0:
+        raise ImageError(f"{p.name} has negative labels")
+    if arr.size and arr.max() > np.iinfo(np.int32).max:
+        raise ImageError(f"{p.name} has labels beyond int32")
+    return arr.astype(np.int32)
+
+
+def write_labels(path: str | Path, labels: np.ndarray) -> Path:
+    """Write ``(H, W)`` integer labels atomically; the format follows the suffix.
+
+    ``.tif`` (zlib-compressed, uint16 when the ids fit, else uint32), ``.png`` (uint16,
+    up to 65535 ids), ``.npy`` or MoNuSeg ``.xml`` (outlines).
+    """
+    p = Path(path)
+    labels = np.asarray(labels)
+    if labels.ndim != 2 or labels.dtype.kind not in "iu":
+        raise ImageError(f"labels must be a 2D integer array, got {labels.dtype} {labels.shape}")
+    suffix = p.suffix.lower()
+    if suffix not in LABEL_SUFFIXES:
+        raise ImageError(f"cannot write labels as {suffix or 'a file without suffix'}; "
+                         f"use one of {', '.join(LABEL_SUFFIXES)}")
+    top = int(labels.max()) if labels.size else 0
+    if suffix == ".xml":
+        from .monuseg import write_xml
+
+        return write_xml(labels, p)
+    if suffix == ".npy":
+        return atomic_write(p, lambda t: np.save(t, labels.astype(np.int32)))
+    if suffix == ".png":
+        if top > 65535:
+            raise ImageError(f"{top} nuclei do not fit a 16-bit PNG; write .tif instead")
+        from PIL import Image
+
+        return atomic_write(p, lambda t: Image.fromarray(labels.astype(np.uint16)).save(t))
+    import tifffile
+
+    dtype = np.uint16 if top <= 65535 else np.uint32
+    return atomic_write(
+        p, lambda t: tifffile.imwrite(t, labels.astype(dtype), compression="zlib")
+    )
