@@ -92,3 +92,12 @@ def test_shipped_folder_is_write_protected(tmp_path):
     with pytest.raises(WeightsError, match="shipped"):
         save_model(build("unet", **SMALL["unet"]), shipped_dir(), "x", {})
     assert not (shipped_dir() / "x.keras").exists()
+
+
+@pytest.mark.parametrize("name", ["deeplabv3", "unet"])
+def test_many_input_sizes_in_one_session(name):
+    """predict() retraces with relaxed (unknown) sides after a few shapes; models must cope."""
+    model = build(name, **SMALL[name])
+    for h, w in [(32, 32), (64, 48), (96, 32), (48, 80), (128, 64)]:
+        y = model.predict_on_batch(np.zeros((1, h, w, 3), np.float32))
+        assert y.shape == (1, h, w, 2)

@@ -86,7 +86,15 @@ class ResizeLike(layers.Layer):
     def call(self, inputs):
         x, ref = inputs
         shape = ops.shape(ref)
-        return ops.image.resize(x, (shape[1], shape[2]), interpolation="bilinear")
+        size = (shape[1], shape[2])
+        if all(isinstance(s, int) for s in size):
+            return ops.image.resize(x, size, interpolation="bilinear")
+        # TensorFlow graphs with unknown sides (e.g. after predict() retraces with relaxed
+        # shapes): keras.ops.image.resize checks `size > 0` in Python, which a symbolic size
+        # cannot answer; the backend's own resize takes the symbolic size as it is.
+        from keras.src import backend as keras_backend
+
+        return keras_backend.image.resize(x, size, interpolation="bilinear")
 
     def compute_output_shape(self, input_shape):
         x, ref = input_shape

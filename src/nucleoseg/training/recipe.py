@@ -26,7 +26,7 @@ from ..io.monuseg import VALIDATION_TILES, list_tiles
 from .data import PatchSampler, grid_patches, make_targets
 
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6)
-INTERIOR_THRESHOLDS = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+INTERIOR_THRESHOLDS = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 MIN_SIZES = (8, 16, 32)
 
 

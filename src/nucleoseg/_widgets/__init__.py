@@ -1,0 +1,1 @@
+"""napari widgets (Qt glue only; the work happens in the core)."""

@@ -1,0 +1,108 @@
+"""Evaluate panel: prediction vs ground-truth labels -> metrics table and error overlay."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+from magicgui.widgets import Container, FileEdit, Label, PushButton, Table, create_widget
+
+from ._common import notify_error, spatial_transform
+
+if TYPE_CHECKING:
+    import napari
+
+#: Overlay colours: true positive green, false positive magenta, false negative yellow.
+OVERLAY_COLORS = {0: "transparent", 1: "#2ca02c", 2: "#e377c2", 3: "#ffd700", None: "transparent"}
+COLUMNS = ("dice", "f1", "accuracy", "iou", "precision", "recall", "object_f1", "pq", "aji")
+
+
+class EvaluateWidget(Container):
+    """Compare two Labels layers with the project's metric definitions."""
+
+    def __init__(self, viewer: napari.Viewer):
+        super().__init__()
+        self._viewer = viewer
+        self._pred = create_widget(annotation="napari.layers.Labels", label="prediction")
+        self._truth = create_widget(annotation="napari.layers.Labels", label="ground truth")
+        self._run = PushButton(text="Evaluate")
+        self._table = Table(value={"metric": [], "value": []})
+        self._copy = PushButton(text="Copy table")
+        self._csv = FileEdit(label="CSV", mode="w", filter="*.csv")
+        self._save = PushButton(text="Save CSV")
+        self._status = Label(value="green: TP, magenta: FP, yellow: FN")
+        self.extend([self._pred, self._truth, self._run, self._table, self._copy, self._csv,
+                     self._save, self._status])
+        self._rows: list[dict] = []
+        self._run.clicked.connect(self._on_run)
+        self._copy.clicked.connect(self._on_copy)
+        self._save.clicked.connect(self._on_save)
+
+    def _on_run(self) -> None:
+        from ..evaluation.metrics import error_overlay, evaluate_set
+
+        pred_layer, truth_layer = self._pred.value, self._truth.value
+        if pred_layer is None or truth_layer is None:
+            notify_error(ValueError("choose a prediction and a ground-truth labels layer"))
+            return
+        pred, truth = np.asarray(pred_layer.data), np.asarray(truth_layer.data)
+        if pred.shape != truth.shape:
+            notify_error(ValueError(
+                f"{pred_layer.name} {pred.shape} and {truth_layer.name} {truth.shape} differ "
+                "in shape; evaluate layers of the same image"))
+            return
+        if pred.ndim == 2:
+            planes, names = [(pred, truth)], [pred_layer.name]
+        else:  # a stack: one row per plane, plus the pooled row
+            flat_p = pred.reshape(-1, *pred.shape[-2:])
+            flat_t = truth.reshape(-1, *truth.shape[-2:])
+            planes = list(zip(flat_p, flat_t, strict=True))
+            names = [f"plane {i}" for i in range(len(planes))]
+        rows, overall = evaluate_set(planes, names=names)
+        self._rows = rows + ([{"name": "overall", **overall}] if len(rows) > 1 else [])
+        data = {"image": [r["name"] for r in self._rows]}
+        for k in COLUMNS:
+            data[k] = [round(r[k], 4) for r in self._rows]
+        self._table.value = data
+        overlay = np.stack([error_overlay(p, t) for p, t in planes]).reshape(pred.shape)
+        name = f"errors: {pred_layer.name} vs {truth_layer.name}"
+        kwargs = {"colormap": _overlay_colormap(), "opacity": 0.6}
+        if name in self._viewer.layers:
+            self._viewer.layers[name].data = overlay
+        else:
+            self._viewer.add_labels(overlay, name=name, **kwargs,
+                                    **spatial_transform(pred_layer))
+        r = self._rows[-1]
+        self._status.value = (f"Dice {r['dice']:.4f}  AJI {r['aji']:.4f}  "
+                              f"object F1 {r['object_f1']:.4f}   "
+                              "(green TP, magenta FP, yellow FN)")
+
+    def _text(self, sep: str) -> str:
+        lines = [sep.join(("image", *COLUMNS))]
+        for r in self._rows:
+            lines.append(sep.join([r["name"], *(f"{r[k]:.6f}" for k in COLUMNS)]))
+        return "\n".join(lines) + "\n"
+
+    def _on_copy(self) -> None:
+        from qtpy.QtWidgets import QApplication
+
+        QApplication.clipboard().setText(self._text("\t"))
+
+    def _on_save(self) -> None:
+        from ..io.atomic import atomic_write_bytes
+
+        if not self._rows:
+            notify_error(ValueError("evaluate first"))
+            return
+        path = self._csv.value
+        if not str(path) or path.is_dir():
+            notify_error(ValueError("choose a CSV file name"))
+            return
+        atomic_write_bytes(path, self._text(",").encode())
+        self._status.value = f"saved {path}"
+
+
+def _overlay_colormap():
+    from napari.utils.colormaps import DirectLabelColormap
+
+    return DirectLabelColormap(color_dict=OVERLAY_COLORS)

@@ -1,0 +1,201 @@
+"""Fine-tune panel: retrain a model on images whose labels the user corrected."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+import numpy as np
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FloatSpinBox,
+    Label,
+    LineEdit,
+    ProgressBar,
+    PushButton,
+    SpinBox,
+    create_widget,
+)
+from qtpy.QtCore import QObject, Signal
+
+from ._common import image_layer_to_rgb, model_choices, notify_error
+
+if TYPE_CHECKING:
+    import napari
+
+
+class _Relay(QObject):
+    """Carries training callbacks from the worker thread to the GUI thread."""
+
+    step = Signal(object)
+    epoch = Signal(object)
+
+
+def _crop_boxes(shapes_layer, shape: tuple[int, int]) -> list[tuple[slice, slice]]:
+    boxes = []
+    for data in shapes_layer.data:
+        pts = np.asarray(data)[:, -2:]
+        r0, c0 = np.floor(pts.min(axis=0)).astype(int)
+        r1, c1 = np.ceil(pts.max(axis=0)).astype(int)
+        r0, c0 = max(r0, 0), max(c0, 0)
+        r1, c1 = min(r1, shape[0]), min(c1, shape[1])
+        if r1 > r0 and c1 > c0:
+            boxes.append((slice(r0, r1), slice(c0, c1)))
+    return boxes
+
+
+class FineTuneWidget(Container):
+    """Pick (image, corrected labels), a base model and a name; train; save a user model."""
+
+    def __init__(self, viewer: napari.Viewer):
+        super().__init__()
+        self._viewer = viewer
+        self._worker = None
+        self._stop = False
+        self._image = create_widget(annotation="napari.layers.Image", label="image")
+        self._labels = create_widget(annotation="napari.layers.Labels", label="corrected labels")
+        self._roi = create_widget(annotation="napari.layers.Shapes | None", label="regions (opt.)")
+        self._base = ComboBox(label="start from", choices=model_choices)
+        self._name = LineEdit(label="new model name", value="my_model")
+        self._epochs = SpinBox(label="epochs", min=1, max=500, value=5)
+        self._steps = SpinBox(label="steps / epoch", min=1, max=1000, value=20)
+        self._lr = FloatSpinBox(label="learning rate", min=1e-6, max=1e-2, step=1e-5,
+                                value=1e-4)
+        self._lr.native.setDecimals(6)
+        self._freeze = CheckBox(text="freeze encoder", value=True)
+        self._run = PushButton(text="Fine-tune")
+        self._cancel = PushButton(text="Cancel", enabled=False)
+        self._progress = ProgressBar(label="progress", value=0, max=1)
+        self._status = Label(value="")
+        self.extend([self._image, self._labels, self._roi, self._base, self._name,
+                     self._epochs, self._steps, self._lr, self._freeze, self._run,
+                     self._cancel, self._progress, self._status])
+        self._relay = _Relay()
+        self._relay.step.connect(self._on_step)
+        self._relay.epoch.connect(self._on_epoch)
+        self._history: dict[str, list[float]] = {"step": [], "loss": [], "dice": []}
+        self._make_plot()
+        self._run.clicked.connect(self._on_run)
+        self._cancel.clicked.connect(self._on_cancel)
+
+    def _make_plot(self) -> None:
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.figure import Figure
+
+        self._figure = Figure(figsize=(3.2, 2.2), tight_layout=True)
+        self._axes = self._figure.add_subplot(111)
+        self._canvas = FigureCanvasQTAgg(self._figure)
+        self._canvas.setMinimumHeight(170)
+        self.native.layout().addWidget(self._canvas)
+        self._draw()
+
+    def _draw(self) -> None:
+        ax = self._axes
+        ax.clear()
+        h = self._history
+        ax.plot(h["step"], h["loss"], color="tab:red", label="loss")
+        ax.plot(h["step"], h["dice"], color="tab:blue", label="Dice")
+        ax.set_xlabel("step", fontsize=8)
+        ax.set_ylim(0, max([1.0] + h["loss"]))
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=7, loc="upper right")
+        ax.set_title("training loss / Dice", fontsize=8)
+        self._canvas.draw_idle()
+
+    # ------------------------------------------------------------------ running
+    def _pairs(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        from ..io.images import ImageError
+
+        image_layer, labels_layer = self._image.value, self._labels.value
+        if image_layer is None or labels_layer is None:
+            raise ImageError("choose an image layer and a labels layer")
+        image = image_layer_to_rgb(image_layer, self._viewer)
+        labels = np.asarray(labels_layer.data)
+        if labels.shape != image.shape[:2]:
+            raise ImageError(f"labels layer {labels.shape} and image {image.shape[:2]} "
+                             "differ in size")
+        roi = self._roi.value
+        if roi is None or len(roi.data) == 0:
+            return [(image, labels)]
+        boxes = _crop_boxes(roi, labels.shape)
+        if not boxes:
+            raise ImageError(f"no region of {roi.name} overlaps the image")
+        return [(image[b], labels[b]) for b in boxes]
+
+    def _on_run(self) -> None:
+        name = self._name.value.strip()
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name):
+            notify_error(ValueError("model name: letters, digits, '_', '-', '.' (max 64)"))
+            return
+        try:
+            pairs = self._pairs()
+        except Exception as exc:
+            notify_error(exc)
+            return
+        if not self._base.value:
+            notify_error(ValueError("no base model available"))
+            return
+        from napari.qt.threading import thread_worker
+
+        from ..training.finetune import fine_tune
+
+        base, epochs, steps = self._base.value, self._epochs.value, self._steps.value
+        lr, freeze = float(self._lr.value), bool(self._freeze.value)
+        self._stop = False
+        self._history = {"step": [], "loss": [], "dice": []}
+        self._progress.max = epochs * steps
+        self._progress.value = 0
+
+        @thread_worker
+        def work():
+            return fine_tune(base, pairs, name, epochs=epochs, steps_per_epoch=steps,
+                             learning_rate=lr, freeze_encoder=freeze,
+                             progress=lambda s, t, logs: self._relay.step.emit((s, t, logs)),
+                             on_epoch=lambda e, logs: self._relay.epoch.emit((e, logs)),
+                             should_stop=lambda: self._stop)
+
+        worker = work()
+        worker.returned.connect(self._on_done)
+        worker.errored.connect(lambda exc: (notify_error(exc), self._set_status("failed")))
+        worker.finished.connect(self._on_finished)
+        self._worker = worker
+        self._run.enabled, self._cancel.enabled = False, True
+        self._status.value = "training..."
+        worker.start()
+
+    def _set_status(self, text: str) -> None:
+        self._status.value = text
+
+    def _on_step(self, value) -> None:
+        step, total, logs = value
+        self._progress.value = step
+        self._history["step"].append(step)
+        self._history["loss"].append(float(logs.get("loss", np.nan)))
+        self._history["dice"].append(float(logs.get("nucleus_dice", np.nan)))
+        if step % 5 == 0 or step == total:
+            self._draw()
+        self._status.value = f"step {step}/{total}, loss {logs.get('loss', 0):.3f}"
+
+    def _on_epoch(self, value) -> None:
+        self._draw()
+
+    def _on_done(self, path) -> None:
+        from napari.utils.notifications import show_info
+
+        if path is None:
+            self._status.value = "cancelled: nothing saved"
+            return
+        self._status.value = f"saved {path.stem} (pick it in Segment)"
+        show_info(f"NucleoSeg: saved model {path.stem} to {path.parent}")
+        self._base.reset_choices()
+
+    def _on_finished(self) -> None:
+        self._run.enabled, self._cancel.enabled = True, False
+        self._worker = None
+        self._draw()
+
+    def _on_cancel(self) -> None:
+        self._stop = True
+        self._status.value = "stopping after this step..."

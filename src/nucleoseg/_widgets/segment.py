@@ -1,0 +1,218 @@
+"""Segment dock widget: image layer + model -> Labels layer, tiled, in a worker thread."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FloatSpinBox,
+    Label,
+    ProgressBar,
+    PushButton,
+    SpinBox,
+    create_widget,
+)
+
+from ._common import image_layer_to_rgb, model_choices, notify_error, spatial_transform
+
+if TYPE_CHECKING:
+    import napari
+
+
+def _devices(*_):
+    """Devices the active Keras backend can use."""
+    choices = ["auto", "CPU"]
+    try:
+        import keras
+
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            if tf.config.list_physical_devices("GPU"):
+                choices.append("GPU")
+        elif keras.backend.backend() == "jax":
+            import jax
+
+            if any(d.platform == "gpu" for d in jax.devices()):
+                choices.append("GPU")
+    except Exception:  # a backend that cannot list devices: CPU only
+        pass
+    return choices
+
+
+class SegmentWidget(Container):
+    """Choose an image and a model, press Segment: one Labels layer, one id per nucleus."""
+
+    def __init__(self, viewer: napari.Viewer):
+        super().__init__()
+        self._viewer = viewer
+        self._worker = None
+        self._segmenters: dict[tuple, object] = {}
+        self._image = create_widget(annotation="napari.layers.Image", label="image")
+        self._model = ComboBox(label="model", choices=model_choices)
+        self._device = ComboBox(label="device", choices=_devices(), value="auto")
+        self._tile = SpinBox(label="tile size", min=64, max=4096, step=64, value=512)
+        self._advanced = CheckBox(text="advanced options", value=False)
+        self._threshold = FloatSpinBox(label="threshold", min=0.0, max=1.0, step=0.05,
+                                       value=0.5)
+        self._min_size = SpinBox(label="min size (px)", min=0, max=10_000, value=16)
+        self._halo = SpinBox(label="halo (px)", min=0, max=512, step=16, value=32)
+        self._advanced_widgets = [self._threshold, self._min_size, self._halo]
+        self._run = PushButton(text="Segment")
+        self._cancel = PushButton(text="Cancel", enabled=False)
+        self._progress = ProgressBar(label="progress", value=0, max=1, visible=False)
+        self._status = Label(value="")
+        self.extend([self._image, self._model, self._device, self._tile, self._advanced,
+                     *self._advanced_widgets, self._run, self._cancel, self._progress,
+                     self._status])
+        for w in self._advanced_widgets:
+            w.visible = False
+        self._advanced.changed.connect(self._on_advanced)
+        self._model.changed.connect(self._on_model)
+        self._run.clicked.connect(self._on_run)
+        self._cancel.clicked.connect(self._on_cancel)
+        self._on_model()
+        self._watch_user_models()
+
+    # ------------------------------------------------------------------ settings
+    def _watch_user_models(self) -> None:
+        """Refresh the model list whenever a model is saved to the user folder."""
+        from qtpy.QtCore import QFileSystemWatcher
+
+        from ..models.weights import user_dir
+
+        folder = user_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        self._watcher = QFileSystemWatcher([str(folder)], self.native)
+        self._watcher.directoryChanged.connect(lambda *_: self._model.reset_choices())
+
+    def _on_advanced(self, value: bool = False) -> None:
+        for w in self._advanced_widgets:
+            w.visible = bool(self._advanced.value)
+
+    def _on_model(self, *_) -> None:
+        """Show the chosen model's card settings as the defaults."""
+        if not self._model.value:
+            self._status.value = "no model installed"
+            return
+        from ..models.weights import read_card
+
+        try:
+            card = read_card(self._model.value)
+        except Exception as exc:  # unreadable card: say so, keep the widget usable
+            self._status.value = str(exc)
+            return
+        inf, pp = card.get("inference", {}), card.get("postprocess", {})
+        self._tile.value = int(inf.get("tile", 512))
+        self._halo.value = int(inf.get("halo", 32))
+        self._threshold.value = float(pp.get("threshold", 0.5))
+        self._min_size.value = int(pp.get("min_size", 16))
+        test = card.get("test") or card.get("validation")
+        self._status.value = (f"{card.get('description', '')}; Dice {test['dice']:.3f}, "
+                              f"AJI {test['aji']:.3f}" if test else "")
+
+    # ------------------------------------------------------------------ running
+    def _segmenter(self):
+        from ..inference.segment import Segmenter
+
+        key = (self._model.value,)
+        seg = self._segmenters.get(key)
+        if seg is None:
+            seg = Segmenter.load(self._model.value)
+            self._segmenters = {key: seg}  # keep one model in memory
+        seg.tile = int(self._tile.value)
+        seg.halo = int(self._halo.value)
+        seg.params.threshold = float(self._threshold.value)
+        seg.params.min_size = int(self._min_size.value)
+        return seg
+
+    def _on_run(self) -> None:
+        layer = self._image.value
+        if layer is None:
+            notify_error(ValueError("open an image first (File > Open, or File > Open Sample)"))
+            return
+        if not self._model.value:
+            notify_error(ValueError("no model available"))
+            return
+        try:
+            image = image_layer_to_rgb(layer, self._viewer)
+        except Exception as exc:
+            notify_error(exc)
+            return
+        from napari.qt.threading import thread_worker
+
+        device = self._device.value
+        name = f"{layer.name} nuclei"
+        transform = spatial_transform(layer)
+
+        @thread_worker
+        def work():
+            seg = self._segmenter()
+            if device == "auto":
+                return (yield from seg.segment(image))
+            import keras
+
+            with keras.device("gpu:0" if device == "GPU" else "cpu:0"):
+                return (yield from seg.segment(image))
+
+        worker = work()
+        worker.yielded.connect(self._on_progress)
+        worker.returned.connect(lambda labels: self._on_done(labels, name, transform))
+        worker.errored.connect(self._on_error)
+        worker.aborted.connect(self._on_aborted)
+        worker.finished.connect(self._on_finished)
+        self._worker = worker
+        self._set_busy(True)
+        self._status.value = "loading model..."
+        from napari.utils import progress
+
+        self._pbar = progress(total=0, desc="NucleoSeg: segmenting")
+        worker.start()
+
+    def _on_progress(self, value) -> None:
+        done, total, message = value
+        if total > 0:
+            self._progress.max = total
+            self._progress.value = done
+            self._pbar.total = total
+            self._pbar.n = done
+        self._pbar.set_description(f"NucleoSeg: {message}")
+        self._pbar.refresh()
+        self._status.value = message
+
+    def _on_done(self, labels, name: str, transform: dict) -> None:
+        if name in self._viewer.layers:
+            self._viewer.layers[name].data = labels
+        else:
+            self._viewer.add_labels(labels, name=name, **transform)
+        self._status.value = f"{int(labels.max())} nuclei"
+
+    def _on_error(self, exc: BaseException) -> None:
+        self._status.value = "failed"
+        notify_error(exc)
+
+    def _on_aborted(self) -> None:
+        self._status.value = "cancelled"
+
+    def _on_finished(self) -> None:
+        self._set_busy(False)
+        self._worker = None
+        pbar = getattr(self, "_pbar", None)
+        if pbar is not None:
+            pbar.close()
+            self._pbar = None
+
+    def _on_cancel(self) -> None:
+        if self._worker is not None:
+            self._status.value = "cancelling after this batch..."
+            self._worker.quit()
+
+    def _set_busy(self, busy: bool) -> None:
+        self._run.enabled = not busy
+        self._cancel.enabled = busy
+        self._progress.visible = busy
+        if busy:
+            self._progress.value = 0
