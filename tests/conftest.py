@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
+
+from _helpers import DATA_ROOT, needs_data, synthetic_nuclei  # noqa: F401
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -21,20 +22,6 @@ def _isolated_dirs(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("NUCLEOSEG_USER_MODELS", str(base / "user_models"))
     monkeypatch.delenv("NUCLEOSEG_WRITE_SHIPPED", raising=False)
     yield
-
-
-def _data_root() -> Path | None:
-    from nucleoseg.io.monuseg import data_root
-
-    root = data_root()
-    return root if (root / "monuseg" / "test" / "images").is_dir() else None
-
-
-DATA_ROOT = _data_root()
-needs_data = pytest.mark.skipif(
-    DATA_ROOT is None,
-    reason="MoNuSeg data not found: set NUCLEOSEG_DATA or place it at ../shared/data",
-)
 
 
 @pytest.fixture(scope="session")
@@ -71,18 +58,3 @@ def tiny_unet_path(tmp_path_factory) -> Path:
     return save_model(model, folder, "tiny", card)
 
 
-def synthetic_nuclei(shape=(96, 96), n=6, seed=0):
-    """An RGB image with dark purple discs on pink and its instance labels."""
-    from skimage.draw import disk
-
-    rng = np.random.default_rng(seed)
-    img = np.empty(shape + (3,), np.uint8)
-    img[:] = (230, 170, 200)
-    labels = np.zeros(shape, np.int32)
-    for k in range(1, n + 1):
-        r, c = rng.integers(10, shape[0] - 10), rng.integers(10, shape[1] - 10)
-        rr, cc = disk((r, c), rng.integers(4, 8), shape=shape)
-        free = labels[rr, cc] == 0
-        labels[rr[free], cc[free]] = k
-        img[rr[free], cc[free]] = (90, 50, 140)
-    return img, labels

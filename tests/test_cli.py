@@ -13,7 +13,7 @@ def _err(capsys):
 
 
 def test_segment_and_evaluate_with_a_real_model(tmp_path, tiny_unet_path, capsys):
-    from conftest import synthetic_nuclei
+    from _helpers import synthetic_nuclei
 
     img, lab = synthetic_nuclei((150, 130))
     Image.fromarray(img).save(tmp_path / "img.png")

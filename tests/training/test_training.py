@@ -5,7 +5,7 @@ from nucleoseg.training.data import PatchSampler, grid_patches, hed_jitter, make
 
 
 def test_targets_and_sampler_shapes():
-    from conftest import synthetic_nuclei
+    from _helpers import synthetic_nuclei
 
     img, lab = synthetic_nuclei((80, 80))
     tgt = make_targets(lab)
@@ -14,7 +14,7 @@ def test_targets_and_sampler_shapes():
     s = PatchSampler([img], [tgt], patch=32, seed=1)
     x, y = s.batch(4)
     assert x.shape == (4, 32, 32, 3) and y.shape == (4, 32, 32, 2)
-    assert 0 <= x.min() and x.max() <= 1 and set(np.unique(y)) <= {0.0, 1.0}
+    assert x.min() >= 0 and x.max() <= 1 and set(np.unique(y)) <= {0.0, 1.0}
     xs, ys = grid_patches(img, tgt, patch=32, per_side=3)
     assert xs.shape == (9, 32, 32, 3)
     with pytest.raises(ValueError, match="smaller"):

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 from magicgui.widgets import Container, FileEdit, Label, PushButton, Table, create_widget
 
-from ._common import notify_error, spatial_transform
+import napari
 
-if TYPE_CHECKING:
-    import napari
+from ._common import notify_error, spatial_transform
 
 #: Overlay colours: true positive green, false positive magenta, false negative yellow.
 OVERLAY_COLORS = {0: "transparent", 1: "#2ca02c", 2: "#e377c2", 3: "#ffd700", None: "transparent"}
@@ -20,7 +17,7 @@ COLUMNS = ("dice", "f1", "accuracy", "iou", "precision", "recall", "object_f1", 
 class EvaluateWidget(Container):
     """Compare two Labels layers with the project's metric definitions."""
 
-    def __init__(self, viewer: napari.Viewer):
+    def __init__(self, viewer: napari.viewer.Viewer):
         super().__init__()
         self._viewer = viewer
         self._pred = create_widget(annotation="napari.layers.Labels", label="prediction")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
 
 import numpy as np
 from magicgui.widgets import (
@@ -18,19 +17,11 @@ from magicgui.widgets import (
     SpinBox,
     create_widget,
 )
-from qtpy.QtCore import QObject, Signal
 
+import napari
+
+from .._compute import ComputeProcess
 from ._common import image_layer_to_rgb, model_choices, notify_error
-
-if TYPE_CHECKING:
-    import napari
-
-
-class _Relay(QObject):
-    """Carries training callbacks from the worker thread to the GUI thread."""
-
-    step = Signal(object)
-    epoch = Signal(object)
 
 
 def _crop_boxes(shapes_layer, shape: tuple[int, int]) -> list[tuple[slice, slice]]:
@@ -49,11 +40,12 @@ def _crop_boxes(shapes_layer, shape: tuple[int, int]) -> list[tuple[slice, slice
 class FineTuneWidget(Container):
     """Pick (image, corrected labels), a base model and a name; train; save a user model."""
 
-    def __init__(self, viewer: napari.Viewer):
+    def __init__(self, viewer: napari.viewer.Viewer):
         super().__init__()
         self._viewer = viewer
         self._worker = None
-        self._stop = False
+        self._compute = ComputeProcess()
+        self.native.destroyed.connect(lambda *_: self._compute.close())
         self._image = create_widget(annotation="napari.layers.Image", label="image")
         self._labels = create_widget(annotation="napari.layers.Labels", label="corrected labels")
         self._roi = create_widget(annotation="napari.layers.Shapes | None", label="regions (opt.)")
@@ -72,9 +64,6 @@ class FineTuneWidget(Container):
         self.extend([self._image, self._labels, self._roi, self._base, self._name,
                      self._epochs, self._steps, self._lr, self._freeze, self._run,
                      self._cancel, self._progress, self._status])
-        self._relay = _Relay()
-        self._relay.step.connect(self._on_step)
-        self._relay.epoch.connect(self._on_epoch)
         self._history: dict[str, list[float]] = {"step": [], "loss": [], "dice": []}
         self._make_plot()
         self._run.clicked.connect(self._on_run)
@@ -139,24 +128,21 @@ class FineTuneWidget(Container):
             return
         from napari.qt.threading import thread_worker
 
-        from ..training.finetune import fine_tune
-
         base, epochs, steps = self._base.value, self._epochs.value, self._steps.value
         lr, freeze = float(self._lr.value), bool(self._freeze.value)
-        self._stop = False
         self._history = {"step": [], "loss": [], "dice": []}
         self._progress.max = epochs * steps
         self._progress.value = 0
+        compute = self._compute
 
-        @thread_worker
+        @thread_worker(ignore_errors=True)
         def work():
-            return fine_tune(base, pairs, name, epochs=epochs, steps_per_epoch=steps,
-                             learning_rate=lr, freeze_encoder=freeze,
-                             progress=lambda s, t, logs: self._relay.step.emit((s, t, logs)),
-                             on_epoch=lambda e, logs: self._relay.epoch.emit((e, logs)),
-                             should_stop=lambda: self._stop)
+            return (yield from compute.run(
+                "fine_tune", base=base, pairs=pairs, name=name, epochs=epochs,
+                steps_per_epoch=steps, learning_rate=lr, freeze_encoder=freeze))
 
         worker = work()
+        worker.yielded.connect(self._on_progress)
         worker.returned.connect(self._on_done)
         worker.errored.connect(lambda exc: (notify_error(exc), self._set_status("failed")))
         worker.finished.connect(self._on_finished)
@@ -168,6 +154,12 @@ class FineTuneWidget(Container):
     def _set_status(self, text: str) -> None:
         self._status.value = text
 
+    def _on_progress(self, value) -> None:
+        if value[0] == "step":
+            self._on_step(value[1:])
+        elif value[0] == "epoch":
+            self._draw()
+
     def _on_step(self, value) -> None:
         step, total, logs = value
         self._progress.value = step
@@ -177,9 +169,6 @@ class FineTuneWidget(Container):
         if step % 5 == 0 or step == total:
             self._draw()
         self._status.value = f"step {step}/{total}, loss {logs.get('loss', 0):.3f}"
-
-    def _on_epoch(self, value) -> None:
-        self._draw()
 
     def _on_done(self, path) -> None:
         from napari.utils.notifications import show_info
@@ -197,5 +186,5 @@ class FineTuneWidget(Container):
         self._draw()
 
     def _on_cancel(self) -> None:
-        self._stop = True
+        self._compute.cancel()
         self._status.value = "stopping after this step..."

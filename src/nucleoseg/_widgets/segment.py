@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from magicgui.widgets import (
     CheckBox,
     ComboBox,
@@ -16,44 +14,25 @@ from magicgui.widgets import (
     create_widget,
 )
 
+import napari
+
+from .._compute import ComputeProcess
+from ..inference.predict import Cancelled
 from ._common import image_layer_to_rgb, model_choices, notify_error, spatial_transform
-
-if TYPE_CHECKING:
-    import napari
-
-
-def _devices(*_):
-    """Devices the active Keras backend can use."""
-    choices = ["auto", "CPU"]
-    try:
-        import keras
-
-        if keras.backend.backend() == "tensorflow":
-            import tensorflow as tf
-
-            if tf.config.list_physical_devices("GPU"):
-                choices.append("GPU")
-        elif keras.backend.backend() == "jax":
-            import jax
-
-            if any(d.platform == "gpu" for d in jax.devices()):
-                choices.append("GPU")
-    except Exception:  # a backend that cannot list devices: CPU only
-        pass
-    return choices
 
 
 class SegmentWidget(Container):
     """Choose an image and a model, press Segment: one Labels layer, one id per nucleus."""
 
-    def __init__(self, viewer: napari.Viewer):
+    def __init__(self, viewer: napari.viewer.Viewer):
         super().__init__()
         self._viewer = viewer
         self._worker = None
-        self._segmenters: dict[tuple, object] = {}
+        self._compute = ComputeProcess()
+        self.native.destroyed.connect(lambda *_: self._compute.close())
         self._image = create_widget(annotation="napari.layers.Image", label="image")
         self._model = ComboBox(label="model", choices=model_choices)
-        self._device = ComboBox(label="device", choices=_devices(), value="auto")
+        self._device = ComboBox(label="device", choices=["auto", "CPU", "GPU"], value="auto")
         self._tile = SpinBox(label="tile size", min=64, max=4096, step=64, value=512)
         self._advanced = CheckBox(text="advanced options", value=False)
         self._threshold = FloatSpinBox(label="threshold", min=0.0, max=1.0, step=0.05,
@@ -115,19 +94,9 @@ class SegmentWidget(Container):
                               f"AJI {test['aji']:.3f}" if test else "")
 
     # ------------------------------------------------------------------ running
-    def _segmenter(self):
-        from ..inference.segment import Segmenter
-
-        key = (self._model.value,)
-        seg = self._segmenters.get(key)
-        if seg is None:
-            seg = Segmenter.load(self._model.value)
-            self._segmenters = {key: seg}  # keep one model in memory
-        seg.tile = int(self._tile.value)
-        seg.halo = int(self._halo.value)
-        seg.params.threshold = float(self._threshold.value)
-        seg.params.min_size = int(self._min_size.value)
-        return seg
+    def _settings(self) -> dict:
+        return {"tile": int(self._tile.value), "halo": int(self._halo.value),
+                "threshold": float(self._threshold.value), "min_size": int(self._min_size.value)}
 
     def _on_run(self) -> None:
         layer = self._image.value
@@ -148,25 +117,21 @@ class SegmentWidget(Container):
         name = f"{layer.name} nuclei"
         transform = spatial_transform(layer)
 
-        @thread_worker
-        def work():
-            seg = self._segmenter()
-            if device == "auto":
-                return (yield from seg.segment(image))
-            import keras
+        compute, model, settings = self._compute, self._model.value, self._settings()
 
-            with keras.device("gpu:0" if device == "GPU" else "cpu:0"):
-                return (yield from seg.segment(image))
+        @thread_worker(ignore_errors=True)
+        def work():
+            return (yield from compute.run("segment", model=model, image=image,
+                                           settings=settings, device=device))
 
         worker = work()
         worker.yielded.connect(self._on_progress)
         worker.returned.connect(lambda labels: self._on_done(labels, name, transform))
         worker.errored.connect(self._on_error)
-        worker.aborted.connect(self._on_aborted)
         worker.finished.connect(self._on_finished)
         self._worker = worker
         self._set_busy(True)
-        self._status.value = "loading model..."
+        self._status.value = "starting..."
         from napari.utils import progress
 
         self._pbar = progress(total=0, desc="NucleoSeg: segmenting")
@@ -174,14 +139,18 @@ class SegmentWidget(Container):
 
     def _on_progress(self, value) -> None:
         done, total, message = value
+        self._status.value = message
         if total > 0:
             self._progress.max = total
             self._progress.value = done
-            self._pbar.total = total
-            self._pbar.n = done
-        self._pbar.set_description(f"NucleoSeg: {message}")
-        self._pbar.refresh()
-        self._status.value = message
+        pbar = getattr(self, "_pbar", None)
+        if pbar is None:  # a late report after the run ended
+            return
+        if total > 0:
+            pbar.total = total
+            pbar.n = done
+        pbar.set_description(f"NucleoSeg: {message}")
+        pbar.refresh()
 
     def _on_done(self, labels, name: str, transform: dict) -> None:
         if name in self._viewer.layers:
@@ -191,11 +160,11 @@ class SegmentWidget(Container):
         self._status.value = f"{int(labels.max())} nuclei"
 
     def _on_error(self, exc: BaseException) -> None:
+        if isinstance(exc, Cancelled):
+            self._status.value = "cancelled"
+            return
         self._status.value = "failed"
         notify_error(exc)
-
-    def _on_aborted(self) -> None:
-        self._status.value = "cancelled"
 
     def _on_finished(self) -> None:
         self._set_busy(False)
@@ -208,7 +177,7 @@ class SegmentWidget(Container):
     def _on_cancel(self) -> None:
         if self._worker is not None:
             self._status.value = "cancelling after this batch..."
-            self._worker.quit()
+            self._compute.cancel()
 
     def _set_busy(self, busy: bool) -> None:
         self._run.enabled = not busy

@@ -18,7 +18,7 @@ from .tiling import TileGrid, make_grid, pad_image
 Progress = tuple[int, int, str]
 
 
-class Cancelled(RuntimeError):
+class Cancelled(Exception):
     """Raised inside a generator when its ``should_stop`` callable returned True."""
 
 

@@ -1,0 +1,183 @@
+"""A child process that runs the Keras work for the napari widgets.
+
+TensorFlow cannot share a process with an OpenGL context from Mesa's llvmpipe/radeonsi
+drivers (both carry LLVM; the first GL call after ``import tensorflow`` segfaults), and a
+separate process also keeps TensorFlow's threads and the GIL away from the viewer. Each
+widget owns one :class:`ComputeProcess`; it starts on first use, keeps the loaded model
+between runs, and streams the core generators' ``(done, total, message)`` progress back.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import traceback
+from collections.abc import Generator
+from typing import Any
+
+from .inference.predict import Cancelled, Progress
+
+
+class ComputeError(Exception):
+    """The child process failed in a way that is not the user's input."""
+
+
+class ComputeProcess:
+    """Run ``segment`` / ``fine_tune`` tasks in a spawned child process."""
+
+    def __init__(self) -> None:
+        self._ctx = mp.get_context("spawn")
+        self._proc = None
+        self._conn = None
+        self._stop = self._ctx.Event()
+
+    def _ensure(self) -> None:
+        if self._proc is not None and self._proc.is_alive():
+            return
+        parent, child = self._ctx.Pipe()
+        self._proc = self._ctx.Process(target=_serve, args=(child, self._stop),
+                                       name="nucleoseg-compute", daemon=True)
+        self._proc.start()
+        child.close()
+        self._conn = parent
+
+    def run(self, task: str, **kwargs: Any) -> Generator[Progress | tuple, None, Any]:
+        """Send a task; yield what the child reports; return its result.
+
+        Raises :class:`~nucleoseg.inference.predict.Cancelled` after :meth:`cancel`, and the
+        child's exception (re-raised here) when the task fails.
+        """
+        self._ensure()
+        self._stop.clear()
+        self._conn.send((task, kwargs))
+        while True:
+            if not self._conn.poll(0.5):
+                if not self._proc.is_alive():
+                    code = self._proc.exitcode
+                    self._proc = None
+                    raise ComputeError(f"the compute process stopped (exit code {code})")
+                continue
+            kind, payload = self._conn.recv()
+            if kind == "progress":
+                yield payload
+            elif kind == "result":
+                return payload
+            elif kind == "cancelled":
+                raise Cancelled("cancelled")
+            elif kind == "error":
+                exc, tb = payload
+                exc.__notes__ = [*getattr(exc, "__notes__", []), tb]
+                raise exc
+
+    def cancel(self) -> None:
+        """Ask the running task to stop at its next batch or step."""
+        self._stop.set()
+
+    def close(self) -> None:
+        """End the child process."""
+        if self._proc is not None and self._proc.is_alive():
+            try:
+                self._conn.send(("quit", {}))
+                self._proc.join(5)
+            except (OSError, EOFError):
+                pass
+            if self._proc.is_alive():
+                self._proc.terminate()
+        self._proc = None
+
+
+def _serve(conn, stop) -> None:  # runs in the child
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    cache: dict[str, Any] = {}
+    while True:
+        try:
+            task, kwargs = conn.recv()
+        except (EOFError, OSError):
+            return
+        if task == "quit":
+            return
+        try:
+            result = _TASKS[task](conn, stop, cache, **kwargs)
+            conn.send(("result", result))
+        except Cancelled:
+            conn.send(("cancelled", None))
+        except Exception as exc:  # send the user's error back, keep serving
+            try:
+                conn.send(("error", (exc, traceback.format_exc())))
+            except Exception:
+                conn.send(("error", (RuntimeError(f"{type(exc).__name__}: {exc}"),
+                                     traceback.format_exc())))
+
+
+def _segment(conn, stop, cache, model: str, image, settings: dict, device: str = "auto"):
+    import os
+
+    from .inference.segment import Segmenter
+
+    key = (model, os.path.getmtime(model) if os.path.exists(model) else 0)
+    seg = cache.get(key)
+    if seg is None:
+        conn.send(("progress", (0, 0, "loading model...")))
+        seg = Segmenter.load(model)
+        cache.clear()
+        cache[key] = seg
+    seg.tile = int(settings.get("tile", seg.tile))
+    seg.halo = int(settings.get("halo", seg.halo))
+    for k in ("threshold", "min_size"):
+        if k in settings:
+            setattr(seg.params, k, type(getattr(seg.params, k))(settings[k]))
+    gen = seg.segment(image, should_stop=stop.is_set)
+
+    def drive():
+        while True:
+            try:
+                conn.send(("progress", next(gen)))
+            except StopIteration as done:
+                return done.value
+
+    if device == "auto":
+        return drive()
+    if device == "GPU" and "GPU" not in _devices(conn, stop, cache):
+        import keras
+
+        raise ValueError(f"no GPU is visible to Keras ({keras.backend.backend()} backend); "
+                         "choose CPU or auto")
+    import keras
+
+    with keras.device("gpu:0" if device == "GPU" else "cpu:0"):
+        return drive()
+
+
+def _fine_tune(conn, stop, cache, **kwargs):
+    from .training.finetune import fine_tune
+
+    return fine_tune(
+        **kwargs,
+        progress=lambda s, t, logs: conn.send(("progress", ("step", s, t, logs))),
+        on_epoch=lambda e, logs: conn.send(("progress", ("epoch", e, logs))),
+        should_stop=stop.is_set,
+    )
+
+
+def _devices(conn, stop, cache):
+    import keras
+
+    out = ["auto", "CPU"]
+    try:
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            if tf.config.list_physical_devices("GPU"):
+                out.append("GPU")
+        elif keras.backend.backend() == "jax":
+            import jax
+
+            if any(d.platform == "gpu" for d in jax.devices()):
+                out.append("GPU")
+    except Exception:
+        pass
+    return out
+
+
+_TASKS = {"segment": _segment, "fine_tune": _fine_tune, "devices": _devices}

@@ -1,0 +1,225 @@
+"""The plugin in a real napari viewer (pytest-qt + Xvfb): widgets, workers, layers."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+
+napari = pytest.importorskip("napari")
+
+PLUGIN = "napari-nucleoseg"
+
+
+def _dock(viewer, name):
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, name)
+    return widget
+
+
+def _errors():
+    from napari.utils.notifications import notification_manager
+
+    return [str(n.message) for n in notification_manager.records
+            if n.severity in ("error", "ERROR") or getattr(n.severity, "value", "") == "error"]
+
+
+@pytest.fixture
+def he_image(data_root_or_none):
+    """A real H&E image: a MoNuSeg test tile when the data is present, else a synthetic one."""
+    if data_root_or_none is not None:
+        from nucleoseg.io.monuseg import list_tiles
+
+        t = list_tiles("test", data_root_or_none)[0]
+        return t.image(), t.labels()
+    from _helpers import synthetic_nuclei
+
+    return synthetic_nuclei((400, 400), n=40)
+
+
+@pytest.fixture
+def data_root_or_none():
+    from _helpers import DATA_ROOT
+
+    return DATA_ROOT
+
+
+def test_widgets_open_from_manifest(make_napari_viewer):
+    viewer = make_napari_viewer()
+    from nucleoseg._widgets.evaluate import EvaluateWidget
+    from nucleoseg._widgets.finetune import FineTuneWidget
+    from nucleoseg._widgets.segment import SegmentWidget
+
+    for name, cls in (("Segment nuclei", SegmentWidget), ("Fine-tune model", FineTuneWidget),
+                      ("Evaluate segmentation", EvaluateWidget)):
+        assert isinstance(_dock(viewer, name), cls)
+
+
+def test_segment_real_image_and_viewer_stays_responsive(make_napari_viewer, qtbot, he_image):
+    from qtpy.QtCore import QTimer
+
+    image, _ = he_image
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(image, name="tile", scale=(0.5, 0.5), translate=(10, 20))
+    widget = _dock(viewer, "Segment nuclei")
+    assert widget._model.value.endswith("unet.keras")  # shipped UNet first
+    ticks = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks.append(1))
+    timer.start(20)
+    progress = []
+    widget._image.value = layer
+    widget._on_run()
+    widget._worker.yielded.connect(progress.append)
+    qtbot.waitUntil(lambda: "tile nuclei" in viewer.layers, timeout=180_000)
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=10_000)
+    timer.stop()
+    labels = viewer.layers["tile nuclei"]
+    assert labels.data.shape == image.shape[:2] and labels.data.max() > 20
+    assert tuple(labels.scale) == (0.5, 0.5) and tuple(labels.translate) == (10, 20)
+    assert len(ticks) > 10  # the Qt event loop kept turning while the worker ran
+    assert any(p[0] > 0 for p in progress)
+    assert widget._run.enabled and not widget._cancel.enabled
+
+
+def test_cancel_stops_within_a_batch_and_adds_no_layer(make_napari_viewer, qtbot, he_image):
+    image, _ = he_image
+    big = np.tile(image, (2, 2, 1))
+    viewer = make_napari_viewer()
+    viewer.add_image(big, name="big")
+    widget = _dock(viewer, "Segment nuclei")
+    widget._tile.value = 128
+    seen = []
+
+    def on_progress(value):
+        seen.append(value)
+        if value[0] >= 1 and not widget._status.value.startswith("cancelling"):
+            widget._on_cancel()
+
+    widget._on_run()
+    widget._worker.yielded.connect(on_progress)
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=120_000)
+    done = [d for d, t, _ in seen if t > 0]
+    total = max(t for _, t, _ in seen)
+    batch = 4  # the model card's batch size
+    first = min(d for d in done if d >= 1)
+    assert max(done) <= first + 2 * batch  # the request lands within a batch or two
+    assert max(done) < total
+    assert "big nuclei" not in viewer.layers
+    assert widget._status.value == "cancelled"
+
+
+def test_finetune_saves_user_model_that_segment_lists(make_napari_viewer, qtbot,
+                                                      tiny_unet_path, he_image):
+    import shutil
+
+    from nucleoseg.models.weights import shipped_dir, user_dir
+
+    folder = user_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    for suffix in (".keras", ".json"):
+        shutil.copy(tiny_unet_path.with_suffix(suffix), folder / f"tiny{suffix}")
+    shipped_before = sorted(p.stat().st_mtime for p in shipped_dir().iterdir())
+    image, labels = he_image
+    viewer = make_napari_viewer()
+    viewer.add_image(image[:200, :200], name="img")
+    corrected = viewer.add_labels(labels[:200, :200].astype(np.int32), name="corrected")
+    seg = _dock(viewer, "Segment nuclei")
+    ft = _dock(viewer, "Fine-tune model")
+    ft._base.value = str(folder / "tiny.keras")
+    ft._name.value = "tiny_ft"
+    ft._epochs.value, ft._steps.value = 1, 2
+    ft._labels.value = corrected
+    before = corrected.data.copy()
+    ft._on_run()
+    qtbot.waitUntil(lambda: ft._worker is None, timeout=120_000)
+    assert (folder / "tiny_ft.keras").is_file() and (folder / "tiny_ft.json").is_file()
+    assert len(ft._history["loss"]) == 2 and np.isfinite(ft._history["loss"]).all()
+    qtbot.waitUntil(lambda: any("tiny_ft" in str(c) for c in seg._model.choices),
+                    timeout=10_000)
+    np.testing.assert_array_equal(corrected.data, before)  # user labels untouched
+    assert sorted(p.stat().st_mtime for p in shipped_dir().iterdir()) == shipped_before
+
+
+def test_finetune_cancel_keeps_previous_model(make_napari_viewer, qtbot, tiny_unet_path,
+                                              he_image):
+    import shutil
+
+    from nucleoseg.models.weights import user_dir
+
+    folder = user_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    for suffix in (".keras", ".json"):
+        shutil.copy(tiny_unet_path.with_suffix(suffix), folder / f"keep{suffix}")
+    old = (folder / "keep.keras").read_bytes()
+    image, labels = he_image
+    viewer = make_napari_viewer()
+    viewer.add_image(image[:128, :128], name="img")
+    viewer.add_labels(labels[:128, :128].astype(np.int32), name="lab")
+    ft = _dock(viewer, "Fine-tune model")
+    ft._base.value = str(folder / "keep.keras")
+    ft._name.value = "keep"  # would replace the model it starts from
+    ft._epochs.value, ft._steps.value = 3, 50
+    ft._on_run()
+    ft._worker.yielded.connect(lambda v: ft._on_cancel())
+    qtbot.waitUntil(lambda: ft._worker is None, timeout=120_000)
+    assert (folder / "keep.keras").read_bytes() == old
+    assert ft._status.value.startswith("cancelled")
+
+
+def test_evaluate_reproduces_core_numbers(make_napari_viewer):
+    from nucleoseg.evaluation.metrics import evaluate_pair
+
+    truth = np.zeros((50, 60), np.int32)
+    truth[5:20, 5:20] = 1
+    truth[30:40, 30:45] = 2
+    pred = np.zeros_like(truth)
+    pred[6:21, 5:18] = 3
+    pred[30:40, 48:55] = 4
+    viewer = make_napari_viewer()
+    p = viewer.add_labels(pred, name="pred")
+    t = viewer.add_labels(truth, name="gt")
+    w = _dock(viewer, "Evaluate segmentation")
+    w._pred.value, w._truth.value = p, t
+    w._on_run()
+    expected = evaluate_pair(pred, truth)
+    row = w._rows[0]
+    for k, v in expected.items():
+        assert row[k] == v
+    table = w._table.to_dict("list") if hasattr(w._table, "to_dict") else None
+    assert table is None or table["dice"][0] == round(expected["dice"], 4)
+    overlay = viewer.layers["errors: pred vs gt"].data
+    assert (overlay == 2).sum() == ((pred > 0) & (truth == 0)).sum()
+
+
+def test_evaluate_shape_mismatch_is_a_clear_message(make_napari_viewer):
+    viewer = make_napari_viewer()
+    p = viewer.add_labels(np.zeros((10, 10), np.int32), name="a")
+    t = viewer.add_labels(np.zeros((10, 12), np.int32), name="b")
+    w = _dock(viewer, "Evaluate segmentation")
+    w._pred.value, w._truth.value = p, t
+    w._on_run()
+    assert w._rows == []
+    assert any("differ in shape" in m for m in _errors())
+
+
+def test_reader_writer_and_sample_data(make_napari_viewer, tmp_path):
+    viewer = make_napari_viewer()
+    layers = viewer.open_sample(PLUGIN, "synthetic_he")
+    assert layers[0].rgb and layers[0].data.shape == (512, 512, 3)
+    lab = np.zeros((40, 50), np.int32)
+    lab[5:15, 5:20] = 1
+    lab[25:35, 30:45] = 2
+    layer = viewer.add_labels(lab, name="lab")
+    out = tmp_path / "lab.xml"
+    written = layer.save(str(out), plugin=PLUGIN)
+    assert written and out.is_file()
+    Image = pytest.importorskip("PIL.Image")
+    Image.fromarray(np.zeros((40, 50, 3), np.uint8)).save(tmp_path / "lab.png")
+    read = viewer.open(str(out), plugin=PLUGIN)
+    assert read[0].data.shape == (40, 50) and read[0].data.max() == 2
+
+
+def test_core_tests_and_gui_tests_are_separate_processes():
+    """Guard for the test layout: this process (the napari one) never loaded TensorFlow."""
+    assert "tensorflow" not in sys.modules and "keras" not in sys.modules
