@@ -1,0 +1,37 @@
+"""The shipped weights reproduce their model cards on the MoNuSeg test tiles (CPU)."""
+
+import json
+
+import pytest
+
+from nucleoseg.models.weights import available_models, load_model, sha256, shipped_dir
+
+SHIPPED = ["unet", "segnet", "deeplabv3", "se_unet"]
+
+
+def test_every_shipped_model_has_a_complete_card():
+    names = [m["name"] for m in available_models() if m["source"] == "shipped"]
+    assert set(SHIPPED) <= set(names)
+    for name in SHIPPED:
+        path = shipped_dir() / f"{name}.keras"
+        card = json.loads(path.with_suffix(".json").read_text())
+        assert card["sha256"] == sha256(path)
+        assert path.stat().st_size < 40e6
+        for key in ("architecture", "config", "input", "inference", "postprocess", "training",
+                    "validation", "test", "license"):
+            assert key in card, (name, key)
+        assert card["training"]["validation_tiles"] and card["training"]["seed"] == 0
+        model, _ = load_model(path)
+        assert model.output_shape[-1] == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_model_reproduces_card_on_monuseg_test(name, data_root):
+    from nucleoseg.evaluation.benchmark import benchmark
+    from nucleoseg.inference.predict import run
+
+    card = json.loads((shipped_dir() / f"{name}.json").read_text())
+    row = run(benchmark([name], data_root, include_baseline=False))[0]
+    assert row["dice"] == pytest.approx(card["test"]["dice"], abs=0.005)
+    assert row["aji"] == pytest.approx(card["test"]["aji"], abs=0.01)
