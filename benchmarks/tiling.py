@@ -26,7 +26,7 @@ def big_image(size: int, data: str | None) -> np.ndarray:
     tiles = [t.image() for t in list_tiles("train", data)[:8]]
     rows = []
     k = 0
-    for r in range(-(-size // 1000)):
+    for _ in range(-(-size // 1000)):
         row = []
         for c in range(-(-size // 1000)):
             t = tiles[k % len(tiles)]
@@ -50,7 +50,7 @@ def main() -> None:
     import keras
 
     from nucleoseg.inference.postprocess import probabilities_to_labels
-    from nucleoseg.inference.predict import normalize, predict_tiled, run
+    from nucleoseg.inference.predict import normalize, run
     from nucleoseg.inference.segment import Segmenter
     from nucleoseg.inference.tiling import make_grid
 

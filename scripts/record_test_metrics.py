@@ -3,16 +3,18 @@
 The test tiles are used for this report only: thresholds, post-processing and epochs were
 chosen on the validation tiles before. Usage:
 
-    NUCLEOSEG_WRITE_SHIPPED=1 python scripts/record_test_metrics.py benchmarks/results/monuseg_test_cpu.json
+    NUCLEOSEG_WRITE_SHIPPED=1 python scripts/record_test_metrics.py \
+        benchmarks/results/monuseg_test_cpu.json
 """
 
 import json
 import sys
+from pathlib import Path
 
 from nucleoseg.io.atomic import atomic_write_bytes
 from nucleoseg.models.weights import shipped_dir
 
-rows = json.loads(open(sys.argv[1]).read())
+rows = json.loads(Path(sys.argv[1]).read_text())
 for row in rows:
     card_path = shipped_dir() / f"{row['model']}.json"
     if not card_path.is_file():

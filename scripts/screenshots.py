@@ -7,9 +7,10 @@ import sys
 import time
 from pathlib import Path
 
-import napari
 import numpy as np
 from qtpy.QtWidgets import QApplication
+
+import napari
 
 PLUGIN = "napari-nucleoseg"
 

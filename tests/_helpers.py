@@ -38,3 +38,19 @@ def synthetic_nuclei(shape=(96, 96), n=6, seed=0):
         labels[rr[free], cc[free]] = k
         img[rr[free], cc[free]] = (90, 50, 140)
     return img, labels
+
+
+def make_tiny_model(folder: Path) -> Path:
+    """Save a tiny untrained UNet (depth 2, 4 filters) with a model card into ``folder``."""
+    import keras
+
+    from nucleoseg.models.registry import build
+    from nucleoseg.models.weights import save_model
+
+    keras.utils.set_random_seed(0)
+    model = build("unet", depth=2, base_filters=4, dropout=0.0)
+    card = {"architecture": "unet", "config": {"depth": 2, "base_filters": 4},
+            "inference": {"stride": 4, "tile": 128, "halo": 16, "batch_size": 2},
+            "postprocess": {"threshold": 0.5, "interior_threshold": 0.5, "min_size": 4,
+                            "min_marker_size": 2}}
+    return save_model(model, folder, "tiny", card)

@@ -43,18 +43,8 @@ def test_tile(data_root):
 @pytest.fixture(scope="session")
 def tiny_unet_path(tmp_path_factory) -> Path:
     """A tiny UNet saved with a model card (untrained): fast real Keras for pipeline tests."""
-    import keras
+    from _helpers import make_tiny_model
 
-    from nucleoseg.models.registry import build
-    from nucleoseg.models.weights import save_model
-
-    keras.utils.set_random_seed(0)
-    model = build("unet", depth=2, base_filters=4, dropout=0.0)
-    card = {"architecture": "unet", "config": {"depth": 2, "base_filters": 4},
-            "inference": {"stride": 4, "tile": 128, "halo": 16, "batch_size": 2},
-            "postprocess": {"threshold": 0.5, "interior_threshold": 0.5, "min_size": 4,
-                            "min_marker_size": 2}}
-    folder = tmp_path_factory.mktemp("models")
-    return save_model(model, folder, "tiny", card)
+    return make_tiny_model(tmp_path_factory.mktemp("models"))
 
 

@@ -14,28 +14,19 @@ from pathlib import Path
 
 import pytest
 
-collect_ignore: list[str] = []
-
 BUILD_TINY = """
 import sys
-import keras
-from nucleoseg.models.registry import build
-from nucleoseg.models.weights import save_model
-keras.utils.set_random_seed(0)
-model = build("unet", depth=2, base_filters=4, dropout=0.0)
-card = {"architecture": "unet", "config": {"depth": 2, "base_filters": 4},
-        "inference": {"stride": 4, "tile": 128, "halo": 16, "batch_size": 2},
-        "postprocess": {"threshold": 0.5, "interior_threshold": 0.5, "min_size": 4,
-                        "min_marker_size": 2}}
-print(save_model(model, sys.argv[1], "tiny", card))
+sys.path.insert(0, sys.argv[2])
+from _helpers import make_tiny_model
+print(make_tiny_model(__import__("pathlib").Path(sys.argv[1])))
 """
-
 
 @pytest.fixture(scope="session")
 def tiny_unet_path(tmp_path_factory) -> Path:
     """A tiny untrained UNet with a card, built in a subprocess (no TensorFlow here)."""
     folder = tmp_path_factory.mktemp("models")
-    res = subprocess.run([sys.executable, "-c", BUILD_TINY, str(folder)], capture_output=True,
+    res = subprocess.run([sys.executable, "-c", BUILD_TINY, str(folder),
+                          str(Path(__file__).parents[1])], capture_output=True,
                          text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
     return Path(res.stdout.strip().splitlines()[-1])

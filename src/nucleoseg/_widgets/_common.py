@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from magicgui.widgets import Container
 
 if TYPE_CHECKING:
     import napari
@@ -66,3 +67,16 @@ def notify_error(exc: BaseException) -> None:
         show_error(str(exc))
     else:
         show_error(f"{type(exc).__name__}: {exc}")
+
+
+class ComputeWidget(Container):
+    """A panel that owns a viewer reference and a Keras child process (closed with it)."""
+
+    def __init__(self, viewer: napari.viewer.Viewer):
+        from .._compute import ComputeProcess
+
+        super().__init__()
+        self._viewer = viewer
+        self._worker = None
+        self._compute = ComputeProcess()
+        self.native.destroyed.connect(lambda *_: self._compute.close())

@@ -8,7 +8,6 @@ import numpy as np
 from magicgui.widgets import (
     CheckBox,
     ComboBox,
-    Container,
     FloatSpinBox,
     Label,
     LineEdit,
@@ -20,8 +19,7 @@ from magicgui.widgets import (
 
 import napari
 
-from .._compute import ComputeProcess
-from ._common import image_layer_to_rgb, model_choices, notify_error
+from ._common import ComputeWidget, image_layer_to_rgb, model_choices, notify_error
 
 
 def _crop_boxes(shapes_layer, shape: tuple[int, int]) -> list[tuple[slice, slice]]:
@@ -37,15 +35,11 @@ def _crop_boxes(shapes_layer, shape: tuple[int, int]) -> list[tuple[slice, slice
     return boxes
 
 
-class FineTuneWidget(Container):
+class FineTuneWidget(ComputeWidget):
     """Pick (image, corrected labels), a base model and a name; train; save a user model."""
 
     def __init__(self, viewer: napari.viewer.Viewer):
-        super().__init__()
-        self._viewer = viewer
-        self._worker = None
-        self._compute = ComputeProcess()
-        self.native.destroyed.connect(lambda *_: self._compute.close())
+        super().__init__(viewer)
         self._image = create_widget(annotation="napari.layers.Image", label="image")
         self._labels = create_widget(annotation="napari.layers.Labels", label="corrected labels")
         self._roi = create_widget(annotation="napari.layers.Shapes | None", label="regions (opt.)")

@@ -5,7 +5,6 @@ from __future__ import annotations
 from magicgui.widgets import (
     CheckBox,
     ComboBox,
-    Container,
     FloatSpinBox,
     Label,
     ProgressBar,
@@ -16,20 +15,21 @@ from magicgui.widgets import (
 
 import napari
 
-from .._compute import ComputeProcess
 from ..inference.predict import Cancelled
-from ._common import image_layer_to_rgb, model_choices, notify_error, spatial_transform
+from ._common import (
+    ComputeWidget,
+    image_layer_to_rgb,
+    model_choices,
+    notify_error,
+    spatial_transform,
+)
 
 
-class SegmentWidget(Container):
+class SegmentWidget(ComputeWidget):
     """Choose an image and a model, press Segment: one Labels layer, one id per nucleus."""
 
     def __init__(self, viewer: napari.viewer.Viewer):
-        super().__init__()
-        self._viewer = viewer
-        self._worker = None
-        self._compute = ComputeProcess()
-        self.native.destroyed.connect(lambda *_: self._compute.close())
+        super().__init__(viewer)
         self._image = create_widget(annotation="napari.layers.Image", label="image")
         self._model = ComboBox(label="model", choices=model_choices)
         self._device = ComboBox(label="device", choices=["auto", "CPU", "GPU"], value="auto")

@@ -105,7 +105,10 @@ def _write_cores(out: np.ndarray, pred: np.ndarray, chunk, grid: TileGrid) -> No
         out[write] = pred[k, h : h + rows, h : h + cols]
 
 
-def run(gen: Generator[Progress, None, Any], progress: Callable[[int, int, str], None] | None = None):
+def run(
+    gen: Generator[Progress, None, Any],
+    progress: Callable[[int, int, str], None] | None = None,
+):
     """Drive a progress generator to its end and return its value."""
     while True:
         try:

@@ -109,7 +109,8 @@ def make_grid(
         # fewest tiles that cover the side, then the smallest core (multiple of stride)
         # that still covers it: avoids a last row of tiles that is mostly padding
         count = -(-n // (tile - 2 * halo))
-        core = -(-(-(-n // count)) // stride) * stride
+        per_tile = -(-n // count)
+        core = -(-per_tile // stride) * stride
         sides.append(core + 2 * halo)
     return TileGrid((int(shape[0]), int(shape[1])), (sides[0], sides[1]), halo)
 

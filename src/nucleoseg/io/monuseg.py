@@ -221,7 +221,7 @@ def data_root(path: str | Path | None = None) -> Path:
 
 
 def monuseg_root(path: str | Path | None = None) -> Path:
-    """The MoNuSeg folder: ``path`` itself if it holds ``train``/``test``, else ``<root>/monuseg``."""
+    """The MoNuSeg folder: ``path`` if it holds ``train``/``test``, else ``<root>/monuseg``."""
     root = data_root(path)
     if (root / "test" / "images").is_dir() or (root / "train" / "images").is_dir():
         return root

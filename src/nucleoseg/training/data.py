@@ -103,7 +103,9 @@ class PatchSampler:
             if img.shape[:2] != tgt.shape[:2]:
                 raise ValueError(f"image {img.shape} and target {tgt.shape} differ in size")
             if min(img.shape[:2]) < self.patch:
-                raise ValueError(f"an image of {img.shape[:2]} is smaller than the patch {self.patch}")
+                raise ValueError(
+                    f"an image of {img.shape[:2]} is smaller than the patch {self.patch}"
+                )
         self.rng = np.random.default_rng(self.seed)
         areas = np.array([i.shape[0] * i.shape[1] for i in self.images], float)
         self._p = areas / areas.sum()

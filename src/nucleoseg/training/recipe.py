@@ -104,8 +104,8 @@ def train_monuseg(
     patch: int = 256,
     seed: int = 0,
     config: dict[str, Any] | None = None,
-    tile: int = 512,
-    halo: int = 32,
+    tile: int = 1280,
+    halo: int = 64,
     workers: int = 1,
     jit_compile: bool | str = "auto",
     time_budget: float | None = None,
@@ -157,7 +157,7 @@ def train_monuseg(
     log(f"trained {result.epochs_run} epochs in {result.seconds:.0f}s; best epoch "
         f"{result.best_epoch + 1} (val_loss {result.best_val_loss:.4f})")
 
-    val_probs = [run(predict_tiled(model, im, tile, halo, stride, batch_size=4))
+    val_probs = [run(predict_tiled(model, im, tile, halo, stride, batch_size=2))
                  for im in val_images]
     params, val_scores, trials = select_postprocess(val_probs, val_labels)
     log(f"post-processing on validation: {params.to_dict()} -> AJI {val_scores['aji']:.4f} "
@@ -171,7 +171,7 @@ def train_monuseg(
         "parameters": int(model.count_params()),
         "outputs": ["nucleus", "interior"],
         "input": {"layout": "(B, H, W, 3) RGB", "normalization": "uint8 / 255 -> [0, 1]"},
-        "inference": {"stride": stride, "tile": tile, "halo": halo, "batch_size": 4},
+        "inference": {"stride": stride, "tile": tile, "halo": halo, "batch_size": 2},
         "postprocess": params.to_dict(),
         "training": {
             "data": "MoNuSeg 2018 training set (30 tiles, 1000x1000, 40x H&E)",
