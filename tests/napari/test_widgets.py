@@ -88,7 +88,7 @@ def test_cancel_stops_within_a_batch_and_adds_no_layer(make_napari_viewer, qtbot
     viewer = make_napari_viewer()
     viewer.add_image(big, name="big")
     widget = _dock(viewer, "Segment nuclei")
-    widget._tile.value = 128
+    widget._tile.value, widget._halo.value = 128, 32
     seen = []
 
     def on_progress(value):
