@@ -15,5 +15,5 @@ model, data, out = sys.argv[1:4]
 seg = Segmenter.load(model)
 tile = list_tiles("val", data)[0]
 probs = run(seg.probabilities(tile.image()))
-np.savez_compressed(out, probs=probs, tile=tile.name)
+np.savez_compressed(out, probs=probs.astype(np.float16), tile=tile.name)
 print("saved", out, probs.shape, float(probs.mean()))
