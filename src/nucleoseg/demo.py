@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None):
     import napari
 
     viewer = napari.Viewer(title="NucleoSeg")
@@ -19,8 +19,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{exc}; showing a synthetic image instead", file=sys.stderr)
         viewer.open_sample("napari-nucleoseg", "synthetic_he")
     viewer.window.add_plugin_dock_widget("napari-nucleoseg", "Segment nuclei")
-    if "--no-run" not in (argv or sys.argv[1:]):
+    if "--no-run" not in (argv if argv is not None else sys.argv[1:]):
         napari.run()
+    return viewer
 
 
 if __name__ == "__main__":

@@ -223,3 +223,14 @@ def test_reader_writer_and_sample_data(make_napari_viewer, tmp_path):
 def test_core_tests_and_gui_tests_are_separate_processes():
     """Guard for the test layout: this process (the napari one) never loaded TensorFlow."""
     assert "tensorflow" not in sys.modules and "keras" not in sys.modules
+
+
+def test_demo_opens_sample_with_segment_docked(make_napari_viewer):
+    from nucleoseg.demo import main
+
+    viewer = main(["--no-run"])
+    try:
+        assert any(layer.rgb for layer in viewer.layers if hasattr(layer, "rgb"))
+        assert any("Segment nuclei" in name for name in viewer.window.dock_widgets)
+    finally:
+        viewer.close()
