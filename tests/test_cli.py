@@ -61,14 +61,21 @@ def test_bad_input_gives_one_line(tmp_path, capsys, argv, message):
     assert "Traceback" not in capsys.readouterr().err
 
 
-def test_gray_and_16bit_inputs_are_accepted(tmp_path, tiny_unet_path):
+@pytest.mark.parametrize("kind", ["gray16", "rgba16", "gray_float", "one_channel"])
+def test_other_layouts_are_converted_and_segmented(tmp_path, tiny_unet_path, kind):
     import tifffile
 
-    tifffile.imwrite(tmp_path / "g16.tif", (np.arange(64 * 70) % 4000).reshape(64, 70)
-                     .astype(np.uint16))
-    assert main(["segment", str(tmp_path / "g16.tif"), "-o", str(tmp_path / "o.png"), "-m",
+    ramp = (np.arange(64 * 70) % 4000).reshape(64, 70)
+    arrays = {
+        "gray16": ramp.astype(np.uint16),
+        "rgba16": np.stack([ramp] * 4, axis=-1).astype(np.uint16),
+        "gray_float": (ramp / 4000.0).astype(np.float32),
+        "one_channel": (ramp % 256).astype(np.uint8)[..., None],
+    }
+    tifffile.imwrite(tmp_path / "in.tif", arrays[kind])
+    assert main(["segment", str(tmp_path / "in.tif"), "-o", str(tmp_path / "o.png"), "-m",
                  str(tiny_unet_path), "-q"]) == 0
-    assert (tmp_path / "o.png").is_file()
+    assert np.array(Image.open(tmp_path / "o.png")).shape == (64, 70)
 
 
 def test_models_lists_shipped(capsys):

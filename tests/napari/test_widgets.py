@@ -234,3 +234,34 @@ def test_demo_opens_sample_with_segment_docked(make_napari_viewer):
         assert any("Segment nuclei" in name for name in viewer.window.dock_widgets)
     finally:
         viewer.close()
+
+
+def test_finetune_region_choices(make_napari_viewer, qtbot, he_image):
+    """Whole layer, the part in view, or the rectangles of a Shapes layer."""
+    image, labels = he_image
+    viewer = make_napari_viewer()
+    viewer.add_image(image, name="img")
+    lab = viewer.add_labels(labels.astype(np.int32), name="lab")
+    ft = _dock(viewer, "Fine-tune model")
+    ft._labels.value = lab
+    (whole_img, whole_lab), = ft._pairs()
+    assert whole_lab.shape == labels.shape
+    viewer.camera.center = (labels.shape[0] / 4, labels.shape[1] / 4)
+    viewer.camera.zoom = 8
+    viewer.window.show()
+
+    def view_size():
+        (r0, c0), (r1, c1) = np.asarray(lab.corner_pixels)[:, -2:]
+        return (r1 - r0) * (c1 - c0)
+
+    qtbot.waitUntil(lambda: view_size() < labels.size / 4, timeout=10_000)
+    ft._in_view.value = True
+    (view_img, view_lab), = ft._pairs()
+    assert view_lab.size < labels.size / 4 and view_img.shape[:2] == view_lab.shape
+    ft._in_view.value = False
+    shapes = viewer.add_shapes([[[10, 20], [10, 90], [60, 90], [60, 20]]],
+                               shape_type="rectangle")
+    ft._roi.value = shapes
+    (roi_img, roi_lab), = ft._pairs()
+    assert roi_lab.shape == (50, 70)
+    np.testing.assert_array_equal(roi_lab, labels[10:60, 20:90])

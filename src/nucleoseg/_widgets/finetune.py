@@ -43,6 +43,7 @@ class FineTuneWidget(ComputeWidget):
         self._image = create_widget(annotation="napari.layers.Image", label="image")
         self._labels = create_widget(annotation="napari.layers.Labels", label="corrected labels")
         self._roi = create_widget(annotation="napari.layers.Shapes | None", label="regions (opt.)")
+        self._in_view = CheckBox(text="only the part in view", value=False)
         self._base = ComboBox(label="start from", choices=model_choices)
         self._name = LineEdit(label="new model name", value="my_model")
         self._epochs = SpinBox(label="epochs", min=1, max=500, value=5)
@@ -55,7 +56,7 @@ class FineTuneWidget(ComputeWidget):
         self._cancel = PushButton(text="Cancel", enabled=False)
         self._progress = ProgressBar(label="progress", value=0, max=1)
         self._status = Label(value="")
-        self.extend([self._image, self._labels, self._roi, self._base, self._name,
+        self.extend([self._image, self._labels, self._roi, self._in_view, self._base, self._name,
                      self._epochs, self._steps, self._lr, self._freeze, self._run,
                      self._cancel, self._progress, self._status])
         self._history: dict[str, list[float]] = {"step": [], "loss": [], "dice": []}
@@ -99,6 +100,13 @@ class FineTuneWidget(ComputeWidget):
         if labels.shape != image.shape[:2]:
             raise ImageError(f"labels layer {labels.shape} and image {image.shape[:2]} "
                              "differ in size")
+        if self._in_view.value:
+            # the labels layer's data-coordinate box of what the canvas shows
+            (r0, c0), (r1, c1) = np.asarray(labels_layer.corner_pixels)[:, -2:]
+            box = (slice(max(int(r0), 0), int(r1) + 1), slice(max(int(c0), 0), int(c1) + 1))
+            image, labels = image[box], labels[box]
+            if min(labels.shape) < 1:
+                raise ImageError("nothing of the image is in view")
         roi = self._roi.value
         if roi is None or len(roi.data) == 0:
             return [(image, labels)]
