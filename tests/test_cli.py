@@ -20,7 +20,12 @@ def test_segment_and_evaluate_with_a_real_model(tmp_path, tiny_unet_path, capsys
     Image.fromarray(lab.astype(np.uint16)).save(tmp_path / "gt.png")
     out = tmp_path / "pred.tif"
     assert main(["segment", str(tmp_path / "img.png"), "-o", str(out), "-m",
-                 str(tiny_unet_path), "-q", "--threshold", "0.0"]) == 0
+                 str(tiny_unet_path), "-q", "--threshold", "0.0", "--geojson",
+                 "--measurements", "--mpp", "0.25"]) == 0
+    import json
+
+    assert json.loads((tmp_path / "pred.geojson").read_text())["features"]
+    assert (tmp_path / "pred_nuclei.csv").read_text().startswith("id,centroid_x_px")
     import tifffile
 
     pred = tifffile.imread(out)

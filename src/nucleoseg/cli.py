@@ -67,7 +67,20 @@ def cmd_segment(args: argparse.Namespace) -> int:
         bar.close()
         write_labels(out, labels)
         print(f"{path.name}: {int(labels.max())} nuclei -> {out}")
+        _exports(args, out, labels, image)
     return 0
+
+
+def _exports(args: argparse.Namespace, out: Path, labels, image) -> None:
+    """QuPath GeoJSON and the per-nucleus CSV beside a labels file, when asked for."""
+    from .io.geojson import measure_nuclei, write_geojson, write_measurements_csv
+
+    stem = out.with_suffix("")
+    if args.measurements:
+        rows = measure_nuclei(labels, image, args.mpp)
+        print(f"  measurements -> {write_measurements_csv(f'{stem}_nuclei.csv', rows)}")
+    if args.geojson:
+        print(f"  QuPath GeoJSON -> {write_geojson(f'{stem}.geojson', labels)}")
 
 
 def _check_writable(out: Path) -> None:
@@ -252,6 +265,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threshold", type=float, help="nucleus probability threshold")
     s.add_argument("--interior-threshold", type=float, help="marker probability threshold")
     s.add_argument("--min-size", type=int, help="smallest nucleus kept (pixels)")
+    s.add_argument("--geojson", action="store_true",
+                   help="also write <labels>.geojson (QuPath detections)")
+    s.add_argument("--measurements", action="store_true",
+                   help="also write <labels>_nuclei.csv (centroid, area, perimeter, ...)")
+    s.add_argument("--mpp", type=float, help="microns per pixel, for the µm columns")
     s.add_argument("-q", "--quiet", action="store_true")
     s.set_defaults(func=cmd_segment)
 

@@ -265,3 +265,16 @@ def test_finetune_region_choices(make_napari_viewer, qtbot, he_image):
     (roi_img, roi_lab), = ft._pairs()
     assert roi_lab.shape == (50, 70)
     np.testing.assert_array_equal(roi_lab, labels[10:60, 20:90])
+
+
+def test_geojson_writer(make_napari_viewer, tmp_path):
+    import json
+
+    viewer = make_napari_viewer()
+    lab = np.zeros((30, 40), np.int32)
+    lab[5:15, 5:20] = 1
+    layer = viewer.add_labels(lab, name="lab")
+    out = tmp_path / "lab.geojson"
+    assert layer.save(str(out), plugin=PLUGIN)
+    data = json.loads(out.read_text())
+    assert data["features"][0]["properties"]["objectType"] == "detection"

@@ -1,0 +1,141 @@
+"""Instance labels -> QuPath-compatible GeoJSON, and a per-nucleus measurement table.
+
+GeoJSON coordinates are QuPath's pixel coordinates of the full image: x = column, y = row,
+pixel (r, c) covering ``[c, c+1) x [r, r+1)``. Each nucleus is a ``Feature`` with a closed
+``Polygon`` ring (its outer outline, traced between pixel centres) and
+``properties.objectType`` ``"detection"`` (QuPath's cell/nucleus objects; use
+``"annotation"`` for editable outlines) and ``classification.name`` ``"Nucleus"``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .atomic import atomic_write, atomic_write_bytes
+from .images import ImageError
+
+
+def labels_to_geojson(
+    labels: np.ndarray,
+    object_type: str = "detection",
+    offset: tuple[float, float] = (0.0, 0.0),
+    measurements: dict[int, dict[str, float]] | None = None,
+) -> dict[str, Any]:
+    """A GeoJSON ``FeatureCollection`` with one polygon per labelled nucleus.
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        ``(H, W)`` integer instance labels, 0 = background.
+    object_type : {"detection", "annotation"}
+        QuPath object type of every feature.
+    offset : tuple of float
+        ``(row, col)`` of ``labels[0, 0]`` in the full image (for tiles of a slide).
+    measurements : dict, optional
+        Per label id, numbers stored under ``properties.measurements``.
+    """
+    from .monuseg import labels_to_regions
+
+    if object_type not in ("detection", "annotation"):
+        raise ValueError("object_type must be 'detection' or 'annotation'")
+    labels = np.asarray(labels)
+    ids = np.unique(labels)
+    ids = ids[ids > 0]
+    features = []
+    for label_id, verts in zip(ids, labels_to_regions(labels), strict=True):
+        # labels_to_regions gives 1-based (X, Y) through pixel centres; QuPath's pixel
+        # (r, c) spans [c, c+1): centre at c + 0.5, so x = X - 1 + 0.5
+        xy = verts - 0.5 + np.array([offset[1], offset[0]])
+        ring = [[round(float(x), 3), round(float(y), 3)] for x, y in xy]
+        if ring[0] != ring[-1]:
+            ring.append(ring[0])
+        props: dict[str, Any] = {
+            "objectType": object_type,
+            "classification": {"name": "Nucleus", "color": [0, 200, 80]},
+            "name": f"nucleus {int(label_id)}",
+        }
+        if measurements and int(label_id) in measurements:
+            props["measurements"] = measurements[int(label_id)]
+        features.append({"type": "Feature", "id": int(label_id),
+                         "geometry": {"type": "Polygon", "coordinates": [ring]},
+                         "properties": props})
+    return {"type": "FeatureCollection", "features": features}
+
+
+def geojson_to_labels(collection: dict[str, Any], shape: tuple[int, int]) -> np.ndarray:
+    """Rasterise a FeatureCollection of polygons (as written above) to instance labels."""
+    from skimage.draw import polygon
+
+    labels = np.zeros(shape, np.int32)
+    for k, feature in enumerate(collection.get("features", []), start=1):
+        geom = feature.get("geometry") or {}
+        if geom.get("type") != "Polygon":
+            continue
+        ring = np.asarray(geom["coordinates"][0], float)
+        rr, cc = polygon(ring[:, 1] - 0.5, ring[:, 0] - 0.5, shape=shape)
+        free = labels[rr, cc] == 0
+        labels[rr[free], cc[free]] = k
+    return labels
+
+
+def write_geojson(path: str | Path, labels: np.ndarray, **kwargs: Any) -> Path:
+    """Write :func:`labels_to_geojson` to ``path`` atomically."""
+    data = labels_to_geojson(labels, **kwargs)
+    return atomic_write_bytes(path, json.dumps(data, separators=(",", ":")).encode())
+
+
+MEASUREMENT_COLUMNS = (
+    "id", "centroid_x_px", "centroid_y_px", "centroid_x_um", "centroid_y_um", "area_px",
+    "area_um2", "perimeter_px", "eccentricity", "hematoxylin_mean",
+)
+
+
+def measure_nuclei(
+    labels: np.ndarray, image: np.ndarray | None = None, microns_per_pixel: float | None = None,
+    offset: tuple[float, float] = (0.0, 0.0),
+) -> list[dict[str, float]]:
+    """One row per nucleus: centroid (pixels and µm), area, perimeter, eccentricity and the
+    mean hematoxylin optical density (colour deconvolution, Ruifrok & Johnston) when the
+    RGB image is given. µm columns are NaN without ``microns_per_pixel``."""
+    from skimage.measure import regionprops
+
+    labels = np.asarray(labels)
+    hema = None
+    if image is not None:
+        from skimage.color import rgb2hed
+
+        if image.shape[:2] != labels.shape:
+            raise ImageError(f"image {image.shape[:2]} and labels {labels.shape} differ in size")
+        hema = rgb2hed(image)[..., 0]
+    mpp = float(microns_per_pixel) if microns_per_pixel else float("nan")
+    rows = []
+    for prop in regionprops(labels, intensity_image=hema):
+        r, c = prop.centroid
+        r, c = r + offset[0], c + offset[1]
+        rows.append({
+            "id": int(prop.label),
+            "centroid_x_px": c + 0.5, "centroid_y_px": r + 0.5,
+            "centroid_x_um": (c + 0.5) * mpp, "centroid_y_um": (r + 0.5) * mpp,
+            "area_px": float(prop.area), "area_um2": float(prop.area) * mpp * mpp,
+            "perimeter_px": float(prop.perimeter), "eccentricity": float(prop.eccentricity),
+            "hematoxylin_mean": float(prop.intensity_mean) if hema is not None else float("nan"),
+        })
+    return rows
+
+
+def write_measurements_csv(path: str | Path, rows: list[dict[str, float]]) -> Path:
+    """Write :func:`measure_nuclei` rows as CSV (atomically)."""
+    import csv
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(MEASUREMENT_COLUMNS))
+            w.writeheader()
+            for row in rows:
+                w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+
+    return atomic_write(path, write)

@@ -1,0 +1,81 @@
+import json
+
+import numpy as np
+import pytest
+from skimage.draw import disk, ellipse
+
+from nucleoseg.io.geojson import (
+    MEASUREMENT_COLUMNS,
+    geojson_to_labels,
+    labels_to_geojson,
+    measure_nuclei,
+    write_geojson,
+    write_measurements_csv,
+)
+
+
+def _labels():
+    lab = np.zeros((80, 90), np.int32)
+    lab[disk((20, 20), 9)] = 1
+    lab[ellipse(50, 60, 12, 7, rotation=0.7)] = 2
+    lab[disk((20, 45), 6)] = 5
+    rr, cc = disk((28, 52), 6)
+    free = lab[rr, cc] == 0
+    lab[rr[free], cc[free]] = 7  # touches 5
+    return lab
+
+
+def test_qupath_structure_and_area_round_trip(tmp_path):
+    lab = _labels()
+    path = write_geojson(tmp_path / "n.geojson", lab)
+    data = json.loads(path.read_text())
+    assert data["type"] == "FeatureCollection" and len(data["features"]) == 4
+    for f in data["features"]:
+        assert f["type"] == "Feature" and f["geometry"]["type"] == "Polygon"
+        ring = f["geometry"]["coordinates"][0]
+        assert ring[0] == ring[-1] and len(ring) >= 4
+        assert f["properties"]["objectType"] == "detection"
+        assert f["properties"]["classification"]["name"] == "Nucleus"
+        xs, ys = np.array(ring).T
+        assert xs.min() >= 0 and ys.min() >= 0 and xs.max() <= 90 and ys.max() <= 80
+    back = geojson_to_labels(data, lab.shape)
+    areas_in = sorted(np.bincount(lab.ravel())[[1, 2, 5, 7]])
+    areas_out = sorted(np.bincount(back.ravel())[1:5])
+    for a, b in zip(areas_in, areas_out, strict=True):
+        assert abs(a - b) / a < 0.01
+    # QuPath's polygon area (shoelace, pixel-corner coordinates) is close to the pixel count
+    for f in data["features"]:
+        x, y = np.array(f["geometry"]["coordinates"][0]).T
+        shoelace = 0.5 * abs(np.dot(x[:-1], y[1:]) - np.dot(x[1:], y[:-1]))
+        pixels = (lab == f["id"]).sum()
+        assert abs(shoelace - pixels) / pixels < 0.15
+
+
+def test_offset_and_object_type():
+    lab = np.zeros((10, 10), np.int32)
+    lab[2:5, 3:7] = 1
+    a = labels_to_geojson(lab)
+    b = labels_to_geojson(lab, object_type="annotation", offset=(100, 1000))
+    ra = np.array(a["features"][0]["geometry"]["coordinates"][0])
+    rb = np.array(b["features"][0]["geometry"]["coordinates"][0])
+    np.testing.assert_allclose(rb - ra, np.tile([1000, 100], (len(ra), 1)))
+    assert b["features"][0]["properties"]["objectType"] == "annotation"
+    with pytest.raises(ValueError):
+        labels_to_geojson(lab, object_type="cell")
+
+
+def test_measurements(tmp_path):
+    lab = np.zeros((60, 60), np.int32)
+    lab[disk((30, 20), 8)] = 3
+    img = np.full((60, 60, 3), 230, np.uint8)
+    img[lab > 0] = (80, 40, 140)
+    rows = measure_nuclei(lab, img, microns_per_pixel=0.25)
+    (row,) = rows
+    assert row["id"] == 3 and row["area_px"] == (lab > 0).sum()
+    assert row["centroid_x_px"] == pytest.approx(20.5)
+    assert row["centroid_y_px"] == pytest.approx(30.5)
+    assert row["area_um2"] == pytest.approx(row["area_px"] * 0.0625)
+    assert row["eccentricity"] < 0.2 and row["hematoxylin_mean"] > 0
+    text = write_measurements_csv(tmp_path / "m.csv", rows).read_text()
+    assert text.splitlines()[0] == ",".join(MEASUREMENT_COLUMNS)
+    assert np.isnan(measure_nuclei(lab)[0]["hematoxylin_mean"])
