@@ -34,8 +34,8 @@ def image_layer_to_rgb(layer: napari.layers.Image, viewer: napari.Viewer | None 
         spatial = spatial[-2:]
     if int(np.prod(spatial)) > MAX_GUI_PIXELS:
         raise ImageError(
-            f"{layer.name} has {spatial[0]}x{spatial[1]} pixels; segment slides this large "
-            "with `nucleoseg segment SLIDE -o OUT.zarr`"
+            f"{layer.name} has {spatial[0]}x{spatial[1]} pixels; the panel segments up to "
+            "20000x20000 - crop a region first (whole-slide support is not available yet)"
         )
     return to_rgb_uint8(np.asarray(data), name=layer.name)
 

@@ -120,8 +120,9 @@ def read_array(path: str | Path) -> np.ndarray:
                 n_pixels = int(np.prod(page.shape[:2]))
                 if n_pixels > MAX_IN_MEMORY_PIXELS:
                     raise ImageError(
-                        f"{p.name} has {page.shape[0]}x{page.shape[1]} pixels, too large to "
-                        "load whole; segment it as a slide (nucleoseg segment writes .zarr)"
+                        f"{p.name} has {page.shape[0]}x{page.shape[1]} pixels, more than "
+                        "40000x40000 that fit in memory; crop a region first (whole-slide "
+                        "support is not available yet)"
                     )
                 return page.asarray()
         from PIL import Image, UnidentifiedImageError
