@@ -79,3 +79,14 @@ def test_open_image_errors(tmp_path):
     (tmp_path / "trunc.tif").write_bytes(b"II*\x00\x08\x00\x00\x00\x01")
     with pytest.raises(ImageError):
         open_image(tmp_path / "trunc.tif")
+
+
+def test_too_large_tiff_is_refused_before_reading(tmp_path, monkeypatch):
+    import tifffile
+
+    import nucleoseg.io.images as images
+
+    tifffile.imwrite(tmp_path / "big.tif", np.zeros((30, 40, 3), np.uint8))
+    monkeypatch.setattr(images, "MAX_IN_MEMORY_PIXELS", 1000)
+    with pytest.raises(ImageError, match="crop a region"):
+        open_image(tmp_path / "big.tif")
