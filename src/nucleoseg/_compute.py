@@ -122,11 +122,7 @@ def _segment(conn, stop, cache, model: str, image, settings: dict, device: str =
         seg = Segmenter.load(model)
         cache.clear()
         cache[key] = seg
-    seg.tile = int(settings.get("tile", seg.tile))
-    seg.halo = int(settings.get("halo", seg.halo))
-    for k in ("threshold", "min_size"):
-        if k in settings:
-            setattr(seg.params, k, type(getattr(seg.params, k))(settings[k]))
+    seg.update(**settings)
     gen = seg.segment(image, should_stop=stop.is_set)
 
     def drive():

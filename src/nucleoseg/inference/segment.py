@@ -52,25 +52,32 @@ class Segmenter:
 
     @classmethod
     def from_card(cls, model: Any, card: dict, **overrides: Any) -> Segmenter:
-        inf = dict(card.get("inference", {}))
-        pp = dict(card.get("postprocess", {}))
-        for key in list(overrides):
-            if key in PostprocessParams.__dataclass_fields__:
-                value = overrides.pop(key)
-                if value is not None:
-                    pp[key] = value
-        for key, value in overrides.items():
-            if value is not None:
-                inf[key] = value
-        return cls(
+        """A segmenter with the card's settings, then ``overrides`` (see :meth:`update`)."""
+        inf = card.get("inference", {})
+        seg = cls(
             model=model,
             stride=int(inf.get("stride", 16)),
             tile=int(inf.get("tile", 512)),
             halo=int(inf.get("halo", 32)),
             batch_size=int(inf.get("batch_size", 4)),
-            params=PostprocessParams(**pp),
+            params=PostprocessParams(**card.get("postprocess", {})),
             card=card,
         )
+        seg.update(**overrides)
+        return seg
+
+    def update(self, **settings: Any) -> None:
+        """Change ``tile``, ``halo``, ``batch_size`` or any :class:`PostprocessParams` field;
+        ``None`` values are ignored."""
+        for key, value in settings.items():
+            if value is None:
+                continue
+            if key in PostprocessParams.__dataclass_fields__:
+                setattr(self.params, key, type(getattr(self.params, key))(value))
+            elif key in ("tile", "halo", "batch_size"):
+                setattr(self, key, int(value))
+            else:
+                raise ValueError(f"unknown setting {key!r}")
 
     def probabilities(
         self, image: np.ndarray, should_stop: Callable[[], bool] | None = None
