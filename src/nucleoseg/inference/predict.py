@@ -73,8 +73,32 @@ def predict_tiled(
     """
     image = to_rgb_uint8(image)
     grid = make_grid(image.shape[:2], tile=tile, halo=halo, stride=stride)
+    return (yield from predict_padded(model, pad_image(image, grid), grid, batch_size,
+                                      should_stop))
+
+
+def predict_padded(
+    model: Any,
+    padded: np.ndarray,
+    grid: TileGrid,
+    batch_size: int = 4,
+    should_stop: Callable[[], bool] | None = None,
+) -> Generator[Progress, None, np.ndarray]:
+    """:func:`predict_tiled` on an image already padded as ``grid.padding`` says.
+
+    The whole-slide path reads each block with its real neighbouring pixels as context and
+    calls this directly, so blocks see the same tiles as one run over the whole slide.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(*grid.shape, C) float32`` probabilities of the unpadded area.
+    """
+    (top, bottom), (left, right) = grid.padding
+    expected = (grid.shape[0] + top + bottom, grid.shape[1] + left + right)
+    if padded.shape[:2] != expected:
+        raise ValueError(f"padded image is {padded.shape[:2]}, the grid needs {expected}")
     predict = _batch_predictor(model)
-    padded = pad_image(image, grid)
     jobs = list(grid.tiles())
     total = len(jobs)
     out: np.ndarray | None = None
@@ -89,7 +113,7 @@ def predict_tiled(
             batch[k] = normalize(padded[read])
         pred = predict(batch)
         if out is None:
-            out = np.empty(image.shape[:2] + (pred.shape[-1],), np.float32)
+            out = np.empty(grid.shape + (pred.shape[-1],), np.float32)
         _write_cores(out, pred, chunk, grid)
         done = start + len(chunk)
         yield done, total, f"tile {done}/{total}"

@@ -120,7 +120,15 @@ def pad_image(image: np.ndarray, grid: TileGrid) -> np.ndarray:
 
     Reflection falls back to edge padding where a side is shorter than the padding.
     """
-    pad = list(grid.padding) + [(0, 0)] * (image.ndim - 2)
+    return pad_reflect(image, grid.padding)
+
+
+def pad_reflect(image: np.ndarray, padding) -> np.ndarray:
+    """Reflect-pad the first two axes by ``((top, bottom), (left, right))``.
+
+    Pads wider than the image are reflected repeatedly; a one-pixel side is edge-padded.
+    """
+    pad = [tuple(int(v) for v in p) for p in padding] + [(0, 0)] * (image.ndim - 2)
     out = image
     # np.pad 'reflect' needs pad < side; pad repeatedly for tiny images
     while any(p[0] >= s or p[1] >= s for p, s in zip(pad[:2], out.shape[:2], strict=True)):
@@ -132,4 +140,6 @@ def pad_image(image: np.ndarray, grid: TileGrid) -> np.ndarray:
             return np.pad(out, pad, mode="edge")
         out = np.pad(out, step + pad[2:], mode="reflect")
         pad = [(p[0] - q[0], p[1] - q[1]) for p, q in zip(pad[:2], step, strict=True)] + pad[2:]
+    if not any(pad[0] + pad[1]):
+        return out
     return np.pad(out, pad, mode="reflect")

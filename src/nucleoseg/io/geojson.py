@@ -24,6 +24,7 @@ def labels_to_geojson(
     object_type: str = "detection",
     offset: tuple[float, float] = (0.0, 0.0),
     measurements: dict[int, dict[str, float]] | None = None,
+    scale: float = 1.0,
 ) -> dict[str, Any]:
     """A GeoJSON ``FeatureCollection`` with one polygon per labelled nucleus.
 
@@ -37,6 +38,9 @@ def labels_to_geojson(
         ``(row, col)`` of ``labels[0, 0]`` in the full image (for tiles of a slide).
     measurements : dict, optional
         Per label id, numbers stored under ``properties.measurements``.
+    scale : float
+        Full-image pixels per pixel of ``labels`` (labels of a downsampled or resampled
+        slide level); coordinates are multiplied by it after the offset.
     """
     from .monuseg import labels_to_regions
 
@@ -49,7 +53,7 @@ def labels_to_geojson(
     for label_id, verts in zip(ids, labels_to_regions(labels), strict=True):
         # labels_to_regions gives 1-based (X, Y) through pixel centres; QuPath's pixel
         # (r, c) spans [c, c+1): centre at c + 0.5, so x = X - 1 + 0.5
-        xy = verts - 0.5 + np.array([offset[1], offset[0]])
+        xy = (verts - 0.5 + np.array([offset[1], offset[0]])) * scale
         ring = [[round(float(x), 3), round(float(y), 3)] for x, y in xy]
         if ring[0] != ring[-1]:
             ring.append(ring[0])
@@ -96,11 +100,15 @@ MEASUREMENT_COLUMNS = (
 
 def measure_nuclei(
     labels: np.ndarray, image: np.ndarray | None = None, microns_per_pixel: float | None = None,
-    offset: tuple[float, float] = (0.0, 0.0),
+    offset: tuple[float, float] = (0.0, 0.0), scale: float = 1.0,
 ) -> list[dict[str, float]]:
     """One row per nucleus: centroid (pixels and µm), area, perimeter, eccentricity and the
     mean hematoxylin optical density (colour deconvolution, Ruifrok & Johnston) when the
-    RGB image is given. µm columns are NaN without ``microns_per_pixel``."""
+    RGB image is given. µm columns are NaN without ``microns_per_pixel``.
+
+    ``offset`` is the ``(row, col)`` of ``labels[0, 0]``; pixel columns are in full-image
+    pixels, ``scale`` of them per pixel of ``labels`` (``microns_per_pixel`` refers to
+    full-image pixels)."""
     from skimage.measure import regionprops
 
     labels = np.asarray(labels)
@@ -115,13 +123,15 @@ def measure_nuclei(
     rows = []
     for prop in regionprops(labels, intensity_image=hema):
         r, c = prop.centroid
-        r, c = r + offset[0], c + offset[1]
+        x, y = (c + offset[1] + 0.5) * scale, (r + offset[0] + 0.5) * scale
+        area = float(prop.area) * scale * scale
         rows.append({
             "id": int(prop.label),
-            "centroid_x_px": c + 0.5, "centroid_y_px": r + 0.5,
-            "centroid_x_um": (c + 0.5) * mpp, "centroid_y_um": (r + 0.5) * mpp,
-            "area_px": float(prop.area), "area_um2": float(prop.area) * mpp * mpp,
-            "perimeter_px": float(prop.perimeter), "eccentricity": float(prop.eccentricity),
+            "centroid_x_px": x, "centroid_y_px": y,
+            "centroid_x_um": x * mpp, "centroid_y_um": y * mpp,
+            "area_px": area, "area_um2": area * mpp * mpp,
+            "perimeter_px": float(prop.perimeter) * scale,
+            "eccentricity": float(prop.eccentricity),
             "hematoxylin_mean": float(prop.intensity_mean) if hema is not None else float("nan"),
         })
     return rows
