@@ -54,3 +54,25 @@ def make_tiny_model(folder: Path) -> Path:
             "postprocess": {"threshold": 0.5, "interior_threshold": 0.5, "min_size": 4,
                             "min_marker_size": 2}}
     return save_model(model, folder, "tiny", card)
+
+
+def make_threshold_model(folder: Path) -> Path:
+    """A real Keras model with fixed weights that finds dark discs: channel 0 is a sigmoid of
+    the pixel's darkness, channel 1 of the 5x5 mean's (an eroded interior). Gives
+    meaningful, nucleus-sized objects (e.g. on :func:`synthetic_nuclei`) without training."""
+    import keras
+
+    from nucleoseg.models.weights import save_model
+
+    inputs = keras.Input((None, None, 3))
+    conv = keras.layers.Conv2D(2, 5, padding="same", activation="sigmoid", name="dark")
+    model = keras.Model(inputs, conv(inputs))
+    kernel = np.zeros((5, 5, 3, 2), np.float32)
+    kernel[2, 2, :, 0] = -20.0 / 3  # -20 * mean of the centre pixel's channels
+    kernel[:, :, :, 1] = -20.0 / 75  # -20 * mean of the 5x5 window
+    conv.set_weights([kernel, np.array([20 * 0.575, 20 * 0.45], np.float32)])
+    card = {"architecture": "threshold", "config": {},
+            "inference": {"stride": 4, "tile": 128, "halo": 16, "batch_size": 2},
+            "postprocess": {"threshold": 0.5, "interior_threshold": 0.5, "min_size": 4,
+                            "min_marker_size": 2}}
+    return save_model(model, folder, "threshold", card)

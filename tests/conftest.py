@@ -48,3 +48,11 @@ def tiny_unet_path(tmp_path_factory) -> Path:
     return make_tiny_model(tmp_path_factory.mktemp("models"))
 
 
+
+
+@pytest.fixture(scope="session")
+def threshold_model_path(tmp_path_factory) -> Path:
+    """A fixed-weight Keras model that segments the dark discs of ``synthetic_nuclei``."""
+    from _helpers import make_threshold_model
+
+    return make_threshold_model(tmp_path_factory.mktemp("threshold_model"))

@@ -41,34 +41,136 @@ def _progress_bar(desc: str, enabled: bool):
 
 
 # ---------------------------------------------------------------- segment
+def _stem(path: Path) -> str:
+    name = path.name
+    for suffix in (".ome.tiff", ".ome.tif", ".ome.zarr"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
 def cmd_segment(args: argparse.Namespace) -> int:
+    from .io.wsi import is_slide
+
+    images = [Path(p) for p in args.images]
+    if len(images) > 1 and not args.out_dir:
+        raise UsageError("several images need --out-dir DIR (one labels output per image)")
+    slides = [is_slide(p) or (args.format == ".zarr") or bool(
+        args.output and Path(args.output).suffix.lower() == ".zarr") for p in images]
+    outs = []
+    for path, slide in zip(images, slides, strict=True):
+        if args.out_dir:
+            suffix = ".zarr" if slide else (args.format or ".tif")
+            outs.append(Path(args.out_dir) / (f"{_stem(path)}.zarr" if slide
+                                             else f"{_stem(path)}_labels{suffix}"))
+        elif args.output:
+            outs.append(Path(args.output))
+        else:
+            outs.append(path.with_name(f"{_stem(path)}.zarr" if slide
+                                       else f"{_stem(path)}_labels{args.format or '.tif'}"))
+    for path, slide, out in zip(images, slides, outs, strict=True):
+        if slide and out.suffix.lower() != ".zarr":
+            raise UsageError(f"{path.name} is a whole slide: its labels go to a .zarr folder "
+                             f"(-o {_stem(path)}.zarr)")
+        _check_writable(out)
+    if any(slides):
+        _segment_slides([(p, o) for p, o, s in zip(images, outs, slides, strict=True) if s],
+                        args)
+    rest = [(p, o) for p, o, s in zip(images, outs, slides, strict=True) if not s]
+    if rest:
+        _segment_images(rest, args)
+    return 0
+
+
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    return {"tile": args.tile, "halo": args.halo, "batch_size": args.batch_size,
+            "threshold": args.threshold, "interior_threshold": args.interior_threshold,
+            "min_size": args.min_size}
+
+
+def _segment_images(pairs: list[tuple[Path, Path]], args: argparse.Namespace) -> None:
     from .inference.predict import run
     from .inference.segment import Segmenter
     from .io.images import open_image
     from .io.labels import write_labels
 
-    images = [Path(p) for p in args.images]
-    if len(images) > 1 and not args.out_dir:
-        raise UsageError("several images need --out-dir DIR (one labels file per image)")
-    if args.out_dir:
-        outs = [Path(args.out_dir) / f"{p.stem}_labels{args.format}" for p in images]
-    else:
-        outs = [Path(args.output) if args.output else images[0].with_name(
-            f"{images[0].stem}_labels{args.format}")]
-    for out in outs:
-        _check_writable(out)
-    arrays = [open_image(p) for p in images]  # fail fast on a bad input, before loading Keras
-    seg = Segmenter.load(args.model, tile=args.tile, halo=args.halo, batch_size=args.batch_size,
-                         threshold=args.threshold, interior_threshold=args.interior_threshold,
-                         min_size=args.min_size)
-    for path, image, out in zip(images, arrays, outs, strict=True):
+    arrays = [open_image(p) for p, _ in pairs]  # fail fast on a bad input, before Keras
+    seg = Segmenter.load(args.model, **_settings(args))
+    for (path, out), image in zip(pairs, arrays, strict=True):
         bar, update = _progress_bar(path.name, not args.quiet)
         labels = run(seg.segment(image), update)
         bar.close()
         write_labels(out, labels)
         print(f"{path.name}: {int(labels.max())} nuclei -> {out}")
         _exports(args, out, labels, image)
-    return 0
+
+
+def _segment_slides(pairs: list[tuple[Path, Path]], args: argparse.Namespace) -> None:
+    """Whole slides, block-wise into zarr; all slides are planned (and checked) first."""
+    import warnings
+
+    from .inference.predict import Cancelled, run
+    from .inference.wsi import plan_slide, segment_slide
+
+    jobs = []
+    for path, out in pairs:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            job = plan_slide(path, out, args.model, mpp=args.mpp, block=args.block,
+                             margin=args.margin, tissue=not args.no_tissue_mask,
+                             geojson=args.geojson, measurements=args.measurements,
+                             **_settings(args))
+        for w in caught:
+            print(f"nucleoseg: warning: {w.message}", file=sys.stderr)
+        jobs.append((path, job))
+    client = None
+    if args.scheduler:
+        try:
+            from distributed import Client
+        except ImportError:
+            raise UsageError("--scheduler needs dask.distributed: pip install "
+                             "'napari-nucleoseg[distributed]'") from None
+        try:
+            client = Client(args.scheduler, timeout="20s")
+        except OSError as exc:
+            raise UsageError(f"cannot reach the dask scheduler at {args.scheduler}: {exc}") \
+                from None
+    try:
+        for path, job in jobs:
+            h, w = job.shape
+            print(f"{path.name}: {w}x{h} px at the model's resolution (level {job.level}, "
+                  f"x{job.scale:.3g}), {len(job.blocks)} block(s) of {job.block} px"
+                  + (f", {len(job.skipped)} without tissue" if job.skipped else ""))
+            bar, update = _progress_bar(path.name, not args.quiet)
+            bar.unit = "task"
+            started = []
+
+            def report(done: int, total: int, msg: str, update=update, started=started) -> None:
+                started.append(True)
+                update(done, total, msg)
+
+            try:
+                summary = run(segment_slide(job, scheduler=client, workers=args.workers,
+                                            overwrite=args.overwrite,
+                                            keep_probabilities=args.keep_probabilities),
+                              report)
+            except (Cancelled, KeyboardInterrupt, Exception) as exc:
+                bar.close()
+                if started and Path(job.out).exists():
+                    print(f"nucleoseg: {job.out} is incomplete; run the same command again "
+                          "to resume", file=sys.stderr)
+                raise exc
+            bar.close()
+            note = (" (already complete)" if summary.get("tasks_run") == 0 and not
+                    summary.get("tasks_skipped") else
+                    f" ({summary['tasks_skipped']} finished task(s) reused)"
+                    if summary.get("tasks_skipped") else "")
+            print(f"{path.name}: {summary['n_nuclei']} nuclei -> {job.out}{note}")
+            for kind, target in (summary.get("exports") or {}).items():
+                print(f"  {kind} -> {target}")
+    finally:
+        if client is not None:
+            client.close()
 
 
 def _exports(args: argparse.Namespace, out: Path, labels, image) -> None:
@@ -253,11 +355,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("segment", help="segment images into instance labels")
-    s.add_argument("images", nargs="+", help="RGB image files (TIFF, PNG, JPEG, ...)")
-    s.add_argument("-o", "--output", help="labels file (.tif, .png, .npy or MoNuSeg .xml)")
-    s.add_argument("--out-dir", help="folder for one <name>_labels file per image")
-    s.add_argument("--format", default=".tif", choices=[".tif", ".png", ".npy", ".xml"],
-                   help="labels format with --out-dir (default .tif)")
+    s.add_argument("images", nargs="+",
+                   help="RGB images (TIFF, PNG, JPEG, ...) or whole slides (SVS, pyramidal "
+                        "or OME-TIFF, zarr)")
+    s.add_argument("-o", "--output",
+                   help="labels file (.tif, .png, .npy or MoNuSeg .xml), or a .zarr folder "
+                        "(block-wise whole-slide path)")
+    s.add_argument("--out-dir", help="folder for one output per input (<name>_labels.tif, "
+                                     "or <name>.zarr for slides)")
+    s.add_argument("--format", default=None, choices=[".tif", ".png", ".npy", ".xml", ".zarr"],
+                   help="labels format of plain images (default .tif; .zarr forces the "
+                        "whole-slide path)")
     s.add_argument("-m", "--model", default="unet", help="model name or .keras path")
     s.add_argument("--tile", type=int, help="tile side in pixels (default: model card)")
     s.add_argument("--halo", type=int, help="context margin per tile side")
@@ -269,7 +377,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write <labels>.geojson (QuPath detections)")
     s.add_argument("--measurements", action="store_true",
                    help="also write <labels>_nuclei.csv (centroid, area, perimeter, ...)")
-    s.add_argument("--mpp", type=float, help="microns per pixel, for the µm columns")
+    s.add_argument("--mpp", type=float,
+                   help="microns per pixel of the input: the µm columns, and a slide's "
+                        "resolution when its file lacks (or misstates) it")
+    w = s.add_argument_group("whole slides")
+    w.add_argument("--block", type=int, help="block side in pixels (default 4 tiles)")
+    w.add_argument("--margin", type=int, default=128,
+                   help="post-processing context around each block (pixels, default 128)")
+    w.add_argument("--scheduler", metavar="ADDRESS",
+                   help="run the blocks on this dask.distributed scheduler (tcp://host:8786)")
+    w.add_argument("--workers", type=int, default=2,
+                   help="local threads when no --scheduler is given (default 2)")
+    w.add_argument("--no-tissue-mask", action="store_true",
+                   help="segment background blocks too")
+    w.add_argument("--overwrite", action="store_true",
+                   help="replace an output written with other settings")
+    w.add_argument("--keep-probabilities", action="store_true",
+                   help="keep the float16 probability map in the .zarr")
     s.add_argument("-q", "--quiet", action="store_true")
     s.set_defaults(func=cmd_segment)
 

@@ -221,6 +221,8 @@ def _open_store(job: SlideJob, overwrite: bool) -> tuple[Any, bool]:
             parent.mkdir(parents=True)
         except OSError as exc:
             raise ImageError(f"cannot create {parent}: {exc.strerror or exc}") from exc
+    if not parent.is_dir():
+        raise ImageError(f"cannot create {out}: {parent} is not a folder")
     if not os.access(parent, os.W_OK):
         raise ImageError(f"cannot write {out}: folder {parent} is not writable")
     from numcodecs import Blosc

@@ -121,8 +121,8 @@ def read_array(path: str | Path) -> np.ndarray:
                 if n_pixels > MAX_IN_MEMORY_PIXELS:
                     raise ImageError(
                         f"{p.name} has {page.shape[0]}x{page.shape[1]} pixels, more than "
-                        "40000x40000 that fit in memory; crop a region first (whole-slide "
-                        "support is not available yet)"
+                        "40000x40000 that fit in memory; segment it block-wise as a slide: "
+                        f"nucleoseg segment {p.name} -o {p.stem}.zarr"
                     )
                 return page.asarray()
         from PIL import Image, UnidentifiedImageError

@@ -315,7 +315,7 @@ def _open_zarr(p: Path) -> Slide:
         attrs = dict(root.attrs)
         if "nucleoseg" in attrs:
             raise ImageError(f"{p.name} holds nucleoseg labels, not an image")
-        paths = [str(k) for k in sorted((k for k in root.keys() if k.isdigit()), key=int)]
+        paths = sorted((k for k in root.array_keys() if k.isdigit()), key=int)
         ms = attrs.get("multiscales")
         if ms:
             datasets = ms[0].get("datasets", [])
