@@ -87,3 +87,54 @@ def test_models_lists_shipped(capsys):
     assert main(["models"]) == 0
     out = capsys.readouterr().out
     assert "unet" in out and "segnet" in out and "deeplabv3" in out
+
+
+def test_slides_batch_to_zarr_with_exports_and_resume(tmp_path, threshold_model_path, capsys):
+    import json
+
+    from _helpers import synthetic_nuclei
+    from nucleoseg.inference.wsi import read_labels_store
+    from nucleoseg.io.wsi import write_pyramid_tiff
+
+    slides = []
+    for k in range(2):
+        img, _ = synthetic_nuclei((400, 500), n=30, seed=k)
+        slides.append(str(write_pyramid_tiff(tmp_path / f"s{k}.ome.tif", img, levels=2,
+                                             tile=128)))
+    out = tmp_path / "out"
+    argv = ["segment", *slides, "--out-dir", str(out), "-m", str(threshold_model_path),
+            "--block", "192", "--geojson", "--measurements", "-q"]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    for k in range(2):
+        store = read_labels_store(out / f"s{k}.zarr")  # .ome.tif -> s{k}.zarr
+        assert store["complete"] and store["n_nuclei"] > 10
+        features = json.loads((out / f"s{k}.geojson").read_text())["features"]
+        assert len(features) == store["n_nuclei"]
+        rows = (out / f"s{k}_nuclei.csv").read_text().splitlines()
+        assert rows[0].startswith("id,centroid_x_px") and len(rows) == store["n_nuclei"] + 1
+    assert "nuclei ->" in text
+    assert main(argv) == 0  # a rerun finds the work done
+    assert capsys.readouterr().out.count("already complete") == 2
+
+
+def test_slide_bad_input_gives_one_line(tmp_path, threshold_model_path, capsys):
+    from _helpers import synthetic_nuclei
+    from nucleoseg.io.wsi import write_pyramid_tiff
+
+    img, _ = synthetic_nuclei((300, 300))
+    slide = str(write_pyramid_tiff(tmp_path / "s.ome.tif", img, levels=2, tile=128))
+    model = ["-m", str(threshold_model_path), "-q"]
+    assert main(["segment", slide, "-o", str(tmp_path / "x.tif"), *model]) == 2
+    msg = _err(capsys)
+    assert "whole slide" in msg and "-o s.zarr" in msg
+    cut = tmp_path / "cut.ome.tif"
+    data = (tmp_path / "s.ome.tif").read_bytes()
+    cut.write_bytes(data[: len(data) * 6 // 10])
+    assert main(["segment", str(cut), "-o", str(tmp_path / "c.zarr"), *model]) == 2
+    msg = _err(capsys)
+    assert "truncated" in msg or "cannot read" in msg
+    assert not (tmp_path / "c.zarr").exists()  # no partial output
+    assert main(["segment", slide, "-o", str(tmp_path / "s.zarr"), "--scheduler",
+                 "tcp://127.0.0.1:9", *model]) == 2
+    assert "cannot reach the dask scheduler" in _err(capsys)

@@ -178,14 +178,28 @@ def _open_tiff(p: Path) -> Slide:
     import tifffile
     import zarr
 
+    import logging
+
+    # tifffile logs broken IFDs and carries on with what it could parse; for a slide that
+    # would pass off part of a file as the whole, so any logged error refuses the file
+    problems: list[str] = []
+    handler = logging.Handler(logging.ERROR)
+    handler.emit = lambda record: problems.append(record.getMessage())  # type: ignore
+    logger = logging.getLogger("tifffile")
+    logger.addHandler(handler)
     try:
         tif = tifffile.TiffFile(p)
     except Exception as exc:
+        logger.removeHandler(handler)
         raise ImageError(f"cannot read {p.name} as TIFF: {exc}") from exc
     try:
-        if not tif.series:
+        series_list = tif.series
+        logger.removeHandler(handler)
+        if problems:
+            raise ImageError(f"{p.name} is corrupt or truncated: {problems[0]}")
+        if not series_list:
             raise ImageError(f"{p.name} holds no image")
-        series = tif.series[0]
+        series = series_list[0]
         _check_complete(tif, series, p)
         axes = series.levels[0].axes
         keep = set("YXSC")
@@ -213,6 +227,8 @@ def _open_tiff(p: Path) -> Slide:
     except Exception as exc:
         tif.close()
         raise ImageError(f"cannot read {p.name}: {exc}") from exc
+    finally:
+        logger.removeHandler(handler)
 
 
 class _Squeezed:
