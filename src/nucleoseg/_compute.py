@@ -10,6 +10,7 @@ between runs, and streams the core generators' ``(done, total, message)`` progre
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import traceback
 from collections.abc import Generator
 from typing import Any
@@ -86,8 +87,6 @@ class ComputeProcess:
 
 
 def _serve(conn, stop) -> None:  # runs in the child
-    import os
-
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     cache: dict[str, Any] = {}
     while True:
@@ -111,8 +110,6 @@ def _serve(conn, stop) -> None:  # runs in the child
 
 
 def _segment(conn, stop, cache, model: str, image, settings: dict, device: str = "auto"):
-    import os
-
     from .inference.segment import Segmenter
 
     key = (model, os.path.getmtime(model) if os.path.exists(model) else 0)
@@ -143,6 +140,38 @@ def _segment(conn, stop, cache, model: str, image, settings: dict, device: str =
 
     with keras.device("gpu:0" if device == "GPU" else "cpu:0"):
         return drive()
+
+
+def _segment_slide(conn, stop, cache, slide: str, model: str, settings: dict,
+                   out_dir: str | None = None):
+    """Whole slide, block-wise, into ``<slide>_nuclei.zarr`` beside it (or ``out_dir``); an
+    existing store with the same settings is resumed, one with other settings kept."""
+    import dataclasses
+    from pathlib import Path
+
+    from .inference.wsi import plan_slide, segment_slide, store_settings_match
+
+    conn.send(("progress", (0, 0, "planning blocks...")))
+    src = Path(slide)
+    folder = Path(out_dir) if out_dir else src.parent
+    if not os.access(folder, os.W_OK):
+        from platformdirs import user_data_dir
+
+        folder = Path(user_data_dir("nucleoseg")) / "slides"
+        folder.mkdir(parents=True, exist_ok=True)
+    stem = src.name.split(".")[0] + "_nuclei"
+    job = plan_slide(src, folder / f"{stem}.zarr", model, **settings)
+    for k in range(1, 1000):
+        out = folder / (f"{stem}.zarr" if k == 1 else f"{stem}-{k}.zarr")
+        if store_settings_match(dataclasses.replace(job, out=str(out))) is not False:
+            job = dataclasses.replace(job, out=str(out))
+            break
+    gen = segment_slide(job, workers=2, should_stop=stop.is_set)
+    while True:
+        try:
+            conn.send(("progress", next(gen)))
+        except StopIteration as done:
+            return done.value
 
 
 def _fine_tune(conn, stop, cache, **kwargs):
@@ -176,4 +205,5 @@ def _devices(conn, stop, cache):
     return out
 
 
-_TASKS = {"segment": _segment, "fine_tune": _fine_tune, "devices": _devices}
+_TASKS = {"segment": _segment, "segment_slide": _segment_slide, "fine_tune": _fine_tune,
+          "devices": _devices}

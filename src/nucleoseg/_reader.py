@@ -1,4 +1,5 @@
-"""npe2 reader: MoNuSeg Aperio XML outlines -> a Labels layer."""
+"""npe2 readers: MoNuSeg Aperio XML outlines, whole slides (lazy multiscale) and the
+labels stores written by the whole-slide path."""
 
 from __future__ import annotations
 
@@ -33,3 +34,47 @@ def read_xml(path):
             break
     labels = read_xml_labels(p, shape)
     return [(labels, {"name": f"{p.stem} outlines"}, "labels")]
+
+
+def get_slide_reader(path):
+    """Return a reader for whole slides (SVS, TIFF pyramids, images of more than 10k x 10k
+    pixels, zarr images) and for nucleoseg labels stores; None for ordinary images, which
+    napari's own reader opens."""
+    if isinstance(path, list):
+        return None
+    p = Path(str(path).rstrip("/"))
+    if p.suffix.lower() == ".zarr" and (p / ".zattrs").is_file():
+        from .inference.wsi import _read_attrs
+
+        if _read_attrs(p) is not None:
+            return read_labels_store_layer
+    from .io.wsi import is_slide
+
+    return read_slide if is_slide(p) else None
+
+
+def read_slide(path):
+    """A slide as a lazy multiscale RGB image layer (only the tiles on screen are read)."""
+    from .io.wsi import open_slide
+
+    p = Path(str(path).rstrip("/"))
+    slide = open_slide(p)
+    levels = slide.dask_levels()
+    meta = {"nucleoseg_slide": str(p.resolve()), "mpp": slide.mpp}
+    name = p.name.split(".")[0]
+    return [(levels if len(levels) > 1 else levels[0],
+             {"name": name, "rgb": True, "multiscale": len(levels) > 1, "metadata": meta},
+             "image")]
+
+
+def read_labels_store_layer(path):
+    """A nucleoseg labels store as a lazy multiscale Labels layer in slide pixels."""
+    from .inference.wsi import read_labels_store
+
+    p = Path(str(path).rstrip("/"))
+    store = read_labels_store(p)
+    levels = store["levels"]
+    name = p.name.removesuffix(".zarr") + ("" if store["complete"] else " (incomplete)")
+    kwargs = {"name": name, "scale": (store["scale"], store["scale"]),
+              "multiscale": len(levels) > 1, "metadata": {"nucleoseg_store": str(p)}}
+    return [(levels if len(levels) > 1 else levels[0], kwargs, "labels")]

@@ -20,7 +20,7 @@ from nucleoseg.inference.wsi import (
     segment_slide,
 )
 from nucleoseg.io.images import ImageError
-from nucleoseg.io.wsi import open_slide, write_pyramid_tiff
+from nucleoseg.io.wsi import write_pyramid_tiff
 
 
 def same_partition(a: np.ndarray, b: np.ndarray) -> bool:

@@ -32,6 +32,20 @@ def tiny_unet_path(tmp_path_factory) -> Path:
     return Path(res.stdout.strip().splitlines()[-1])
 
 
+BUILD_THRESHOLD = BUILD_TINY.replace("make_tiny_model", "make_threshold_model")
+
+
+@pytest.fixture(scope="session")
+def threshold_model_path(tmp_path_factory) -> Path:
+    """The fixed-weight dark-disc model of ``_helpers``, built in a subprocess."""
+    folder = tmp_path_factory.mktemp("threshold_model")
+    res = subprocess.run([sys.executable, "-c", BUILD_THRESHOLD, str(folder),
+                          str(Path(__file__).parents[1])], capture_output=True,
+                         text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    return Path(res.stdout.strip().splitlines()[-1])
+
+
 @pytest.fixture(autouse=True)
 def _no_tensorflow_in_the_gui_process():
     yield

@@ -278,3 +278,62 @@ def test_geojson_writer(make_napari_viewer, tmp_path):
     assert layer.save(str(out), plugin=PLUGIN)
     data = json.loads(out.read_text())
     assert data["features"][0]["properties"]["objectType"] == "detection"
+
+
+def test_slide_opens_lazily_and_segments_blockwise_and_in_view(make_napari_viewer, qtbot,
+                                                               tmp_path, threshold_model_path):
+    import shutil
+
+    from _helpers import synthetic_nuclei
+    from nucleoseg._widgets.segment import VIEW
+    from nucleoseg.inference.wsi import read_labels_store
+    from nucleoseg.io.wsi import write_pyramid_tiff
+    from nucleoseg.models.weights import user_dir
+
+    img, _ = synthetic_nuclei((1100, 1300), n=200, seed=1)
+    path = write_pyramid_tiff(tmp_path / "slide.ome.tif", img, levels=3, tile=128)
+    viewer = make_napari_viewer()
+    layer = viewer.open(str(path), plugin=PLUGIN)[0]
+    assert layer.multiscale and len(layer.data) == 3 and layer.rgb
+    assert type(layer.data[0]).__module__.startswith("dask")  # lazy: tiles read on demand
+    folder = user_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    for suffix in (".keras", ".json"):
+        shutil.copy(threshold_model_path.with_suffix(suffix), folder / f"discs{suffix}")
+    widget = _dock(viewer, "Segment nuclei")
+    widget._model.reset_choices()
+    widget._model.value = str(folder / "discs.keras")
+    widget._image.value = layer
+    progress = []
+    widget._on_run()
+    widget._worker.yielded.connect(progress.append)
+    qtbot.waitUntil(lambda: "slide nuclei" in viewer.layers, timeout=180_000)
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=10_000)
+    assert any("block" in str(p[2]) for p in progress)  # per-block progress
+    labels = viewer.layers["slide nuclei"]
+    store = read_labels_store(tmp_path / "slide_nuclei.zarr")  # beside the slide
+    assert store["complete"] and store["n_nuclei"] > 100
+    assert labels.multiscale and labels.data[0].shape == (1100, 1300)
+    assert np.asarray(labels.data[0][:]).max() > 0
+
+    # the part on screen only, placed where it belongs
+    viewer.window.show()
+    viewer.camera.center = (300, 400)
+    viewer.camera.zoom = 6
+    from nucleoseg._widgets._common import view_region
+
+    qtbot.waitUntil(lambda: (lambda r: (r[1] - r[0]) * (r[3] - r[2]))(view_region(layer))
+                    < 1100 * 1300 / 4, timeout=10_000)
+    r0, r1, c0, c1 = view_region(layer)
+    widget._region.value = VIEW
+    widget._on_run()
+    qtbot.waitUntil(lambda: "slide nuclei (view)" in viewer.layers, timeout=120_000)
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=10_000)
+    view = viewer.layers["slide nuclei (view)"]
+    assert view.data.shape == (r1 - r0, c1 - c0)
+    assert tuple(view.translate) == (r0, c0)
+    assert not _errors()
+
+    # the store reopens through the plugin's reader as a lazy multiscale Labels layer
+    again = viewer.open(str(tmp_path / "slide_nuclei.zarr"), plugin=PLUGIN)[0]
+    assert again._type_string == "labels" and again.multiscale

@@ -35,9 +35,53 @@ def image_layer_to_rgb(layer: napari.layers.Image, viewer: napari.Viewer | None 
     if int(np.prod(spatial)) > MAX_GUI_PIXELS:
         raise ImageError(
             f"{layer.name} has {spatial[0]}x{spatial[1]} pixels; the panel segments up to "
-            "20000x20000 - crop a region first (whole-slide support is not available yet)"
+            "20000x20000 in memory; open the file with the NucleoSeg slide reader to segment "
+            "it block-wise, or choose region 'current view'"
         )
     return to_rgb_uint8(np.asarray(data), name=layer.name)
+
+
+#: Largest field of view segmented by region "current view" (pixels of level 0).
+MAX_VIEW_PIXELS = 8192 * 8192
+
+
+def slide_path(layer: Any) -> str | None:
+    """The slide file behind an image layer, when it was opened from one."""
+    from ..io.wsi import is_slide
+
+    path = layer.metadata.get("nucleoseg_slide") or getattr(layer.source, "path", None)
+    if path and is_slide(path):
+        return str(path)
+    return None
+
+
+def view_region(layer: Any) -> tuple[int, int, int, int]:
+    """``(r0, r1, c0, c1)`` in full-resolution pixels of the part of ``layer`` on screen."""
+    corners = np.asarray(layer.corner_pixels, dtype=float)[:, -2:]
+    shape0 = np.asarray(layer.level_shapes[0] if layer.multiscale else layer.data.shape)
+    shape0 = shape0[-3:-1] if layer.rgb else shape0[-2:]
+    factor = np.ones(2)
+    if layer.multiscale:
+        level = np.asarray(layer.level_shapes[layer.data_level])
+        level = level[-3:-1] if layer.rgb else level[-2:]
+        factor = shape0 / level
+    lo = np.clip(np.floor(corners[0] * factor), 0, shape0).astype(int)
+    hi = np.clip(np.ceil((corners[1] + 1) * factor), 0, shape0).astype(int)
+    return int(lo[0]), int(hi[0]), int(lo[1]), int(hi[1])
+
+
+def view_pixels(layer: Any, region: tuple[int, int, int, int]) -> np.ndarray:
+    """RGB ``uint8`` pixels of a full-resolution region of a (multiscale) image layer."""
+    from ..io.images import ImageError, to_rgb_uint8
+
+    r0, r1, c0, c1 = region
+    if (r1 - r0) * (c1 - c0) > MAX_VIEW_PIXELS:
+        raise ImageError(f"the view shows {c1 - c0}x{r1 - r0} pixels; zoom in to at most "
+                         "8192x8192, or segment the whole slide")
+    if r1 <= r0 or c1 <= c0:
+        raise ImageError(f"{layer.name} is not on screen")
+    data = layer.data[0] if layer.multiscale else layer.data
+    return to_rgb_uint8(np.asarray(data[r0:r1, c0:c1]), name=layer.name)
 
 
 def spatial_transform(layer: Any) -> dict[str, Any]:

@@ -21,8 +21,14 @@ from ._common import (
     image_layer_to_rgb,
     model_choices,
     notify_error,
+    slide_path,
     spatial_transform,
+    view_pixels,
+    view_region,
 )
+
+#: Region choices: the whole image (block-wise for slides) or the part on screen.
+WHOLE, VIEW = "whole image", "current view"
 
 
 class SegmentWidget(ComputeWidget):
@@ -33,6 +39,10 @@ class SegmentWidget(ComputeWidget):
         self._image = create_widget(annotation="napari.layers.Image", label="image")
         self._model = ComboBox(label="model", choices=model_choices)
         self._device = ComboBox(label="device", choices=["auto", "CPU", "GPU"], value="auto")
+        self._region = ComboBox(label="region", choices=[WHOLE, VIEW], value=WHOLE,
+                                tooltip="whole image: slides are segmented block-wise into a "
+                                        "zarr store beside the file; current view: only "
+                                        "the part on screen, at full resolution")
         self._tile = SpinBox(label="tile size", min=64, max=4096, step=64, value=512)
         self._advanced = CheckBox(text="advanced options", value=False)
         self._threshold = FloatSpinBox(label="threshold", min=0.0, max=1.0, step=0.05,
@@ -44,7 +54,8 @@ class SegmentWidget(ComputeWidget):
         self._cancel = PushButton(text="Cancel", enabled=False)
         self._progress = ProgressBar(label="progress", value=0, max=1, visible=False)
         self._status = Label(value="")
-        self.extend([self._image, self._model, self._device, self._tile, self._advanced,
+        self.extend([self._image, self._model, self._device, self._region, self._tile,
+                     self._advanced,
                      *self._advanced_widgets, self._run, self._cancel, self._progress,
                      self._status])
         for w in self._advanced_widgets:
@@ -106,6 +117,11 @@ class SegmentWidget(ComputeWidget):
         if not self._model.value:
             notify_error(ValueError("no model available"))
             return
+        slide = slide_path(layer)
+        if self._region.value == VIEW:
+            return self._run_view(layer)
+        if slide is not None:
+            return self._run_slide(layer, slide)
         try:
             image = image_layer_to_rgb(layer, self._viewer)
         except Exception as exc:
@@ -124,9 +140,67 @@ class SegmentWidget(ComputeWidget):
             return (yield from compute.run("segment", model=model, image=image,
                                            settings=settings, device=device))
 
-        worker = work()
+        self._start(work(), lambda labels: self._on_done(labels, name, transform))
+
+    def _run_view(self, layer) -> None:
+        """Segment the part of the layer on screen, at full resolution."""
+        try:
+            region = view_region(layer)
+        except Exception as exc:
+            notify_error(exc)
+            return
+        from napari.qt.threading import thread_worker
+
+        r0, _, c0, _ = region
+        scale = tuple(layer.scale[-2:])
+        translate = (layer.translate[-2] + r0 * scale[0], layer.translate[-1] + c0 * scale[1])
+        transform = {"scale": scale, "translate": translate}
+        name = f"{layer.name} nuclei (view)"
+        compute, model, settings = self._compute, self._model.value, self._settings()
+        device = self._device.value
+
+        @thread_worker(ignore_errors=True)
+        def work():
+            yield 0, 0, "reading the view..."
+            image = view_pixels(layer, region)  # lazy layers read here, off the GUI thread
+            return (yield from compute.run("segment", model=model, image=image,
+                                           settings=settings, device=device))
+
+        self._start(work(), lambda labels: self._on_done(labels, name, transform))
+
+    def _run_slide(self, layer, slide: str) -> None:
+        """Block-wise whole-slide segmentation into a zarr store, shown lazily."""
+        from napari.qt.threading import thread_worker
+
+        compute, model, settings = self._compute, self._model.value, self._settings()
+        transform = spatial_transform(layer)
+
+        @thread_worker(ignore_errors=True)
+        def work():
+            return (yield from compute.run("segment_slide", slide=slide, model=model,
+                                           settings=settings))
+
+        self._start(work(), lambda summary: self._on_slide_done(summary, layer.name,
+                                                                transform))
+
+    def _on_slide_done(self, summary: dict, name: str, transform: dict) -> None:
+        from ..inference.wsi import read_labels_store
+
+        store = read_labels_store(summary["out"])
+        levels = store["levels"]
+        scale = tuple(s * store["scale"] for s in transform["scale"])
+        layer_name = f"{name} nuclei"
+        if layer_name in self._viewer.layers:
+            self._viewer.layers.remove(layer_name)
+        self._viewer.add_labels(levels if len(levels) > 1 else levels[0], name=layer_name,
+                                multiscale=len(levels) > 1, scale=scale,
+                                translate=transform["translate"],
+                                metadata={"nucleoseg_store": summary["out"]})
+        self._status.value = f"{summary['n_nuclei']} nuclei -> {summary['out']}"
+
+    def _start(self, worker, on_result) -> None:
         worker.yielded.connect(self._on_progress)
-        worker.returned.connect(lambda labels: self._on_done(labels, name, transform))
+        worker.returned.connect(on_result)
         worker.errored.connect(self._on_error)
         worker.finished.connect(self._on_finished)
         self._worker = worker

@@ -243,6 +243,16 @@ def _open_store(job: SlideJob, overwrite: bool) -> tuple[Any, bool]:
     return group, False
 
 
+def store_settings_match(job: SlideJob) -> bool | None:
+    """None when ``job.out`` does not exist; else whether it holds this job's run (so
+    :func:`segment_slide` resumes or reuses it) - False also for a foreign folder."""
+    out = Path(job.out)
+    if not out.exists():
+        return None
+    attrs = _read_attrs(out)
+    return attrs is not None and attrs.get("fingerprint") == _jsonable(job.fingerprint)
+
+
 def _jsonable(obj: Any) -> Any:
     return json.loads(json.dumps(obj))
 
@@ -601,7 +611,7 @@ def _execute(dsk, keys, scheduler, workers, should_stop) -> Generator[Progress, 
                 client.cancel(futures)
                 raise Cancelled("stopped by request; finished blocks are kept")
             results[by_future[fut]] = fut.result()
-            yield len(results), total, by_future[fut]
+            yield len(results), total, _describe(by_future[fut])
         return results
     finally:
         if own:
@@ -647,7 +657,7 @@ def _execute_threads(dsk, keys, workers, should_stop) -> Generator[Progress, Non
                 break
             if key:
                 finished += 1
-                yield finished, total, str(key)
+                yield finished, total, _describe(str(key))
     finally:
         if thread.is_alive():
             CANCEL.set()
@@ -658,6 +668,12 @@ def _execute_threads(dsk, keys, workers, should_stop) -> Generator[Progress, Non
             raise Cancelled("stopped by request; finished blocks are kept") from None
         raise exc
     return dict(zip(keys, outcome["values"], strict=True))
+
+
+def _describe(key: str) -> str:
+    stage, i, j = key.rsplit("-", 2)
+    verb = {"predict": "predicted", "label": "labelled", "export": "exported"}.get(stage, stage)
+    return f"{verb} block {i},{j}"
 
 
 def _build_pyramid(group, job: SlideJob, min_side: int = 1024) -> int:

@@ -175,10 +175,10 @@ def open_slide(path: str | Path, mpp: float | None = None) -> Slide:
 
 
 def _open_tiff(p: Path) -> Slide:
+    import logging
+
     import tifffile
     import zarr
-
-    import logging
 
     # tifffile logs broken IFDs and carries on with what it could parse; for a slide that
     # would pass off part of a file as the whole, so any logged error refuses the file
