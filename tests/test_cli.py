@@ -114,6 +114,13 @@ def test_slides_batch_to_zarr_with_exports_and_resume(tmp_path, threshold_model_
         rows = (out / f"s{k}_nuclei.csv").read_text().splitlines()
         assert rows[0].startswith("id,centroid_x_px") and len(rows) == store["n_nuclei"] + 1
     assert "nuclei ->" in text
+    # the same exports, rebuilt later from the finished store alone
+    from nucleoseg.inference.wsi import export_store
+
+    export_store(out / "s0.zarr", geojson=tmp_path / "again.geojson", csv=tmp_path / "a.csv")
+    assert json.loads((tmp_path / "again.geojson").read_text()) == json.loads(
+        (out / "s0.geojson").read_text())
+    assert (tmp_path / "a.csv").read_text() == (out / "s0_nuclei.csv").read_text()
     assert main(argv) == 0  # a rerun finds the work done
     assert capsys.readouterr().out.count("already complete") == 2
 

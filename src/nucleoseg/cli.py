@@ -139,7 +139,8 @@ def _segment_slides(pairs: list[tuple[Path, Path]], args: argparse.Namespace) ->
         for path, job in jobs:
             h, w = job.shape
             print(f"{path.name}: {w}x{h} px at the model's resolution (level {job.level}, "
-                  f"x{job.scale:.3g}), {len(job.blocks)} block(s) of {job.block} px"
+                  f"x{job.scale:.3g}), {len(job.blocks)} block(s) of "
+                  f"{job.block[1]}x{job.block[0]} px"
                   + (f", {len(job.skipped)} without tissue" if job.skipped else ""))
             bar, update = _progress_bar(path.name, not args.quiet)
             bar.unit = "task"

@@ -50,27 +50,26 @@ def _tiny_slide(tmp_path, size=(700, 900), seed=0):
 
 def test_tiny_slide_matches_in_memory_and_resumes_after_cancel(tmp_path,
                                                               threshold_model_path):
-    img, path = _tiny_slide(tmp_path)
-    # tile 128 / halo 16 -> cores of 96; 672 x 864 is a multiple, so the in-memory grid is
-    # the slide's grid and the probabilities must agree exactly
-    img = img[:672, :864].copy()
+    from _helpers import synthetic_nuclei
     from skimage.draw import disk
 
-    for centre in ((192, 192), (300, 384), (384, 500)):  # on a seam, at a block corner
+    img, _ = synthetic_nuclei((700, 900), n=60, seed=0)
+    # tile 128 / halo 16 / stride 4 on 700 x 900: make_grid shrinks the cores to 88 x 92,
+    # so blocks of "192" px are 2 x 2 cores = 176 x 184; put nuclei on seams and a corner
+    for centre in ((176, 184), (300, 368), (352, 500), (528, 736)):
         img[disk(centre, 7, shape=img.shape[:2])] = (90, 50, 140)
-    path = write_pyramid_tiff(tmp_path / "crop.ome.tif", img, levels=2, tile=128)
+    path = write_pyramid_tiff(tmp_path / "s.ome.tif", img, levels=2, tile=128)
     seg = Segmenter.load(str(threshold_model_path))
     probs = run(seg.probabilities(img))[..., :2].astype(np.float16).astype(np.float32)
     reference = probabilities_to_labels(probs, seg.params)
     assert reference.max() > 40
-    seam_nuclei = np.concatenate([np.intersect1d(reference[:, k - 1], reference[:, k])
-                                  for k in (192, 384, 576, 768)]
-                                 + [np.intersect1d(reference[k - 1], reference[k])
-                                    for k in (192, 384, 576)])
-    assert len(np.unique(seam_nuclei[seam_nuclei > 0])) >= 3  # nuclei straddling seams
 
     job = plan_slide(path, tmp_path / "out.zarr", str(threshold_model_path), block=192)
-    assert len(job.blocks) == 4 * 5
+    assert job.block == (176, 184) and job.n_blocks == (4, 5)
+    seams = [np.intersect1d(reference[:, k - 1], reference[:, k]) for k in (184, 368, 552, 736)]
+    seams += [np.intersect1d(reference[k - 1], reference[k]) for k in (176, 352, 528)]
+    seam_nuclei = np.concatenate(seams)
+    assert len(np.unique(seam_nuclei[seam_nuclei > 0])) >= 4  # nuclei straddling seams
     calls = []
 
     def stop_after_some() -> bool:
@@ -182,10 +181,10 @@ def test_real_slide_blockwise_equals_in_memory_and_keeps_seam_nuclei_whole(
         real_slide, tmp_path):
     img, path = real_slide
     seg = Segmenter.load("unet")
-    # 4608 = 4 x 1152 (the card's tile 1280 minus halos): one and the same tile grid
+    # the slide path uses the in-memory path's tile grid (4 x 4 tiles of 1280 here)
     probs = run(seg.probabilities(img))[..., :2]
     job = plan_slide(path, tmp_path / "s.zarr", "unet", block=2304, geojson=True)
-    assert job.n_blocks == (2, 2) and job.scale == 1.0
+    assert job.n_blocks == (2, 2) and job.block == (2304, 2304) and job.scale == 1.0
     summary = run(segment_slide(job, keep_probabilities=True))
     store = read_labels_store(tmp_path / "s.zarr")
     stored = np.asarray(

@@ -315,6 +315,15 @@ def test_slide_opens_lazily_and_segments_blockwise_and_in_view(make_napari_viewe
     assert store["complete"] and store["n_nuclei"] > 100
     assert labels.multiscale and labels.data[0].shape == (1100, 1300)
     assert np.asarray(labels.data[0][:]).max() > 0
+    # File > Save Selected Layer through the plugin's writers, exported from the store
+    import json
+
+    napari.save_layers(str(tmp_path / "nuclei.geojson"), [labels], plugin=PLUGIN)
+    napari.save_layers(str(tmp_path / "nuclei.csv"), [labels], plugin=PLUGIN)
+    features = json.loads((tmp_path / "nuclei.geojson").read_text())["features"]
+    rows = (tmp_path / "nuclei.csv").read_text().splitlines()
+    assert len(features) == store["n_nuclei"] == len(rows) - 1
+    assert "nan" not in rows[1]  # hematoxylin read from the slide the store names
 
     # the part on screen only, placed where it belongs
     viewer.window.show()

@@ -38,7 +38,7 @@ import numpy as np
 
 from ..io.images import ImageError
 from .predict import Cancelled, Progress, predict_padded, run
-from .tiling import TileGrid, pad_reflect
+from .tiling import TileGrid, make_grid, pad_reflect
 
 FORMAT_VERSION = 1
 PROGRESS_DIR = "progress"
@@ -62,10 +62,10 @@ class SlideJob:
     out: str
     model: str
     overrides: tuple[tuple[str, Any], ...]
-    tile: int
+    tile: tuple[int, int]
     halo: int
     stride: int
-    block: int
+    block: tuple[int, int]
     margin: int
     postprocess: tuple[tuple[str, Any], ...]
     blocks: tuple[tuple[int, int], ...]
@@ -75,7 +75,7 @@ class SlideJob:
 
     @property
     def n_blocks(self) -> tuple[int, int]:
-        return -(-self.shape[0] // self.block), -(-self.shape[1] // self.block)
+        return -(-self.shape[0] // self.block[0]), -(-self.shape[1] // self.block[1])
 
     @property
     def id_dtype(self) -> str:
@@ -83,8 +83,14 @@ class SlideJob:
 
     def box(self, i: int, j: int) -> tuple[int, int, int, int]:
         """``(r0, r1, c0, c1)`` of block ``(i, j)``."""
-        r0, c0 = i * self.block, j * self.block
-        return r0, min(r0 + self.block, self.shape[0]), c0, min(c0 + self.block, self.shape[1])
+        (br, bc), (h, w) = self.block, self.shape
+        r0, c0 = i * br, j * bc
+        return r0, min(r0 + br, h), c0, min(c0 + bc, w)
+
+    @property
+    def core(self) -> tuple[int, int]:
+        """The tile cores of the slide's one tile grid."""
+        return self.tile[0] - 2 * self.halo, self.tile[1] - 2 * self.halo
 
     def marker(self, stage: str, i: int, j: int) -> Path:
         return Path(self.out) / PROGRESS_DIR / f"{stage}-{i}-{j}"
@@ -122,7 +128,7 @@ def plan_slide(
     mpp : float, optional
         µm per pixel of level 0 when the file lacks it (or is wrong).
     block : int, optional
-        Block side in pixels, rounded to a multiple of the tile core (default 4 cores).
+        Block side in pixels, rounded to a whole number of tile cores (default 4 tiles).
     margin : int
         Probability context on each side of a block for post-processing; nuclei larger than
         this may be split at a block seam.
@@ -147,23 +153,23 @@ def plan_slide(
         lh, lw = slide.level_shape(level)
         shape = (max(1, round(lh * scale)), max(1, round(lw * scale)))
         to_level0 = slide.downsample(level) / scale
-        grid_core = seg.tile - 2 * (-(-seg.halo // seg.stride) * seg.stride)
-        tile = (seg.tile // seg.stride) * seg.stride
-        halo = -(-seg.halo // seg.stride) * seg.stride
-        if grid_core < seg.stride:
-            raise ValueError(f"tile {seg.tile} leaves no core after a halo of {halo}")
-        block = max(1, round((block or 4 * grid_core) / grid_core)) * grid_core
-        nr, nc = -(-shape[0] // block), -(-shape[1] // block)
+        # one tile grid for the whole slide, chosen exactly as for an in-memory image (fewest
+        # tiles, shrunk evenly), so the two paths compute every pixel in the same tile
+        grid = make_grid(shape, tile=seg.tile, halo=seg.halo, stride=seg.stride)
+        tile, halo, core = grid.tile, grid.halo, grid.core
+        want = block or 4 * (seg.tile - 2 * halo)
+        block = tuple(max(1, round(want / c)) * c for c in core)
+        nr, nc = -(-shape[0] // block[0]), -(-shape[1] // block[1])
         blocks = [(i, j) for i in range(nr) for j in range(nc)]
         skipped: list[tuple[int, int]] = []
         if tissue and len(blocks) > 1:
             mask, d = tissue_mask(slide)
             keep = []
             for i, j in blocks:
-                r0, c0 = i * block, j * block
+                r0, c0 = i * block[0], j * block[1]
                 f = to_level0 / d
-                a0, a1 = int(r0 * f), math.ceil(min(r0 + block, shape[0]) * f) + 1
-                b0, b1 = int(c0 * f), math.ceil(min(c0 + block, shape[1]) * f) + 1
+                a0, a1 = int(r0 * f), math.ceil(min(r0 + block[0], shape[0]) * f) + 1
+                b0, b1 = int(c0 * f), math.ceil(min(c0 + block[1], shape[1]) * f) + 1
                 (keep if mask[a0:a1, b0:b1].any() else skipped).append((i, j))
             blocks = keep
         stat = Path(slide_path).stat()
@@ -174,7 +180,7 @@ def plan_slide(
             "slide_bytes": stat.st_size, "slide_mtime": int(stat.st_mtime),
             "mpp": slide.mpp, "level": level, "scale": scale, "shape": list(shape),
             "model": str(model_path), "model_sha256": card.get("sha256") or _file_id(model_path),
-            "tile": tile, "halo": halo, "block": block, "margin": int(margin),
+            "tile": list(tile), "halo": halo, "block": list(block), "margin": int(margin),
             "postprocess": dict(params), "tissue": bool(tissue),
         }
         return SlideJob(
@@ -228,9 +234,8 @@ def _open_store(job: SlideJob, overwrite: bool) -> tuple[Any, bool]:
     from numcodecs import Blosc
 
     group = zarr.open_group(str(out), mode="w", zarr_format=2)
-    core = job.tile - 2 * job.halo
     h, w = job.shape
-    chunk = (min(core, h), min(core, w))
+    chunk = (min(job.core[0], h), min(job.core[1], w))
     group.create_array("probabilities", shape=(h, w, 2), chunks=chunk + (2,), dtype="float16",
                        fill_value=0, compressors=Blosc(cname="lz4", clevel=3,
                                                        shuffle=Blosc.SHUFFLE))
@@ -380,7 +385,7 @@ def predict_block(job: SlideJob, i: int, j: int) -> dict:
         raise Cancelled("stopped by request")
     seg = _segmenter(job)
     r0, r1, c0, c1 = job.box(i, j)
-    grid = TileGrid((r1 - r0, c1 - c0), (job.tile, job.tile), job.halo)
+    grid = TileGrid((r1 - r0, c1 - c0), job.tile, job.halo)
     (pt, pb), (pl, pr) = grid.padding
     padded = read_working(job, (r0 - pt, r1 + pb), (c0 - pl, c1 + pr))
     with _MODEL_LOCK:
@@ -449,13 +454,25 @@ def _read_count(marker: Path) -> int:
 
 def export_block(job: SlideJob, i: int, j: int) -> dict:
     """Stage 3 for block ``(i, j)``: GeoJSON features / CSV rows of the nuclei it owns."""
+    marker = job.marker("export", i, j)
+    if marker.exists():
+        return {"ran": False}
+    parts = Path(job.out) / PARTS_DIR
+    name = f"{i:05d}-{j:05d}"
+    for kind, text in block_exports(job, i, j, job.exports).items():
+        _write_part(parts / f"{name}.{kind}.part", text)
+    marker.touch()
+    return {"ran": True}
+
+
+def block_exports(job: SlideJob, i: int, j: int, kinds: tuple[str, ...],
+                  object_type: str = "detection") -> dict[str, str]:
+    """GeoJSON features (comma-joined) and CSV rows of the nuclei block ``(i, j)`` owns:
+    those whose id (their first pixel) lies inside the block."""
     import zarr
 
     from ..io.geojson import MEASUREMENT_COLUMNS, labels_to_geojson, measure_nuclei
 
-    marker = job.marker("export", i, j)
-    if marker.exists():
-        return {"ran": False}
     h, w = job.shape
     r0, r1, c0, c1 = job.box(i, j)
     m = job.margin
@@ -466,20 +483,64 @@ def export_block(job: SlideJob, i: int, j: int) -> dict:
     rr, cc = flat // w, flat % w
     owned = (labels > 0) & (rr >= r0) & (rr < r1) & (cc >= c0) & (cc < c1)
     labels = np.where(owned, labels, 0)
-    parts = Path(job.out) / PARTS_DIR
-    name = f"{i:05d}-{j:05d}"
-    mpp = job.slide_mpp
-    if "geojson" in job.exports:
-        features = labels_to_geojson(labels, offset=(a0, b0), scale=job.to_level0)["features"]
-        text = ",\n".join(json.dumps(f, separators=(",", ":")) for f in features)
-        _write_part(parts / f"{name}.geojson.part", text)
-    if "csv" in job.exports:
-        image = read_working(job, (a0, a1), (b0, b1))
-        rows = measure_nuclei(labels, image, mpp, offset=(a0, b0), scale=job.to_level0)
-        text = "".join(",".join(_fmt(r[k]) for k in MEASUREMENT_COLUMNS) + "\n" for r in rows)
-        _write_part(parts / f"{name}.csv.part", text)
-    marker.touch()
-    return {"ran": True}
+    out: dict[str, str] = {}
+    if "geojson" in kinds:
+        features = labels_to_geojson(labels, object_type=object_type, offset=(a0, b0),
+                                     scale=job.to_level0)["features"]
+        out["geojson"] = ",\n".join(json.dumps(f, separators=(",", ":")) for f in features)
+    if "csv" in kinds:
+        image = read_working(job, (a0, a1), (b0, b1)) if Path(job.slide).exists() else None
+        rows = measure_nuclei(labels, image, job.slide_mpp, offset=(a0, b0),
+                              scale=job.to_level0)
+        out["csv"] = "".join(",".join(_fmt(r[k]) for k in MEASUREMENT_COLUMNS) + "\n"
+                             for r in rows)
+    return out
+
+
+def export_store(store: str | Path, geojson: str | Path | None = None,
+                 csv: str | Path | None = None, object_type: str = "detection") -> list[Path]:
+    """Write QuPath GeoJSON and/or the per-nucleus CSV of a finished labels store, block by
+    block (bounded memory). The CSV's hematoxylin column needs the slide at the path the
+    store recorded; without it the column is NaN."""
+    from ..io.atomic import atomic_write
+    from ..io.geojson import MEASUREMENT_COLUMNS
+
+    p = Path(store)
+    attrs = _read_attrs(p)
+    if attrs is None:
+        raise ImageError(f"{p} is not a nucleoseg labels store")
+    if not attrs.get("complete"):
+        raise ImageError(f"{p} is incomplete; finish the run before exporting")
+    fp = attrs["fingerprint"]
+    job = SlideJob(slide=fp["slide"], slide_mpp=fp.get("mpp"), level=fp["level"],
+                   scale=fp["scale"], shape=tuple(fp["shape"]),
+                   to_level0=float(attrs.get("to_level0", 1.0)), out=str(p), model="",
+                   overrides=(), tile=tuple(fp["tile"]), halo=fp["halo"], stride=1,
+                   block=tuple(fp["block"]), margin=fp["margin"], postprocess=(), blocks=())
+    blocks = [(i, j) for i in range(job.n_blocks[0]) for j in range(job.n_blocks[1])]
+    written = []
+    if geojson is not None:
+        def write_geojson(tmp: Path) -> None:
+            with open(tmp, "w") as f:
+                f.write('{"type":"FeatureCollection","features":[\n')
+                first = True
+                for i, j in blocks:
+                    text = block_exports(job, i, j, ("geojson",), object_type)["geojson"]
+                    if text:
+                        f.write(("" if first else ",\n") + text)
+                        first = False
+                f.write("\n]}\n")
+
+        written.append(atomic_write(geojson, write_geojson))
+    if csv is not None:
+        def write_csv(tmp: Path) -> None:
+            with open(tmp, "w") as f:
+                f.write(",".join(MEASUREMENT_COLUMNS) + "\n")
+                for i, j in blocks:
+                    f.write(block_exports(job, i, j, ("csv",))["csv"])
+
+        written.append(atomic_write(csv, write_csv))
+    return written
 
 
 def _fmt(v: Any) -> str:
