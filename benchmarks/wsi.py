@@ -45,22 +45,23 @@ def build_slide(path: Path, side: int, data: str | None) -> float:
     return time.perf_counter() - t0
 
 
-def child(slide: str, out: str, model: str, workers: int) -> None:
+def child(slide: str, out: str, model: str, workers: int, options: str) -> None:
     """Run in a fresh process: plan + segment one slide, print a JSON summary."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from nucleoseg.inference.predict import run
     from nucleoseg.inference.wsi import plan_slide, segment_slide
 
     t0 = time.perf_counter()
-    job = plan_slide(slide, out, model)
+    job = plan_slide(slide, out, model, **json.loads(options))
     summary = run(segment_slide(job, workers=workers))
     summary["wall_in_process"] = time.perf_counter() - t0
     summary["block"] = job.block
     print("SUMMARY " + json.dumps(summary, default=str))
 
 
-def measure(slide: Path, out: Path, model: str, workers: int) -> dict:
-    cmd = [sys.executable, __file__, "--child", str(slide), str(out), model, str(workers)]
+def measure(slide: Path, out: Path, model: str, workers: int, options: dict) -> dict:
+    cmd = [sys.executable, __file__, "--child", str(slide), str(out), model, str(workers),
+           json.dumps(options)]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     stdout = proc.stdout.read()
@@ -81,19 +82,24 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--data", help="data folder (default $NUCLEOSEG_DATA or ../shared/data)")
     ap.add_argument("--tmp", help="scratch folder (default: system temp)")
-    ap.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    ap.add_argument("--block", type=int, help="block side (default: the slide path's)")
+    ap.add_argument("--batch-size", type=int, help="tiles per forward pass (default: card)")
+    ap.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        slide, out, model, workers = args.child
-        child(slide, out, model, int(workers))
+        slide, out, model, workers, options = args.child
+        child(slide, out, model, int(workers), options)
         return
+    options = {k: v for k, v in (("block", args.block), ("batch_size", args.batch_size))
+               if v is not None}
     scratch = Path(tempfile.mkdtemp(prefix="nucleoseg-wsi-", dir=args.tmp))
     rows = []
     try:
         for side in args.sizes:
             slide = scratch / f"slide_{side}.ome.tif"
             build = build_slide(slide, side, args.data)
-            s = measure(slide, scratch / f"slide_{side}.zarr", args.model, args.workers)
+            s = measure(slide, scratch / f"slide_{side}.zarr", args.model, args.workers,
+                        options)
             mp = side * side / 1e6
             rows.append((side, mp, s["blocks"], s["n_nuclei"], s["wall"], s["seconds"],
                          mp / s["seconds"], s["peak_rss_gb"], build))
@@ -103,7 +109,8 @@ def main() -> None:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     print(f"nucleoseg whole-slide benchmark: model {args.model}, {args.workers} local "
-          f"worker thread(s), {os.cpu_count()} CPU(s)")
+          f"worker thread(s), {os.cpu_count()} CPU(s), options {options or 'default'}, "
+          f"MALLOC_ARENA_MAX={os.environ.get('MALLOC_ARENA_MAX', 'unset')}")
     print("| side | MP | blocks | nuclei | wall s (process) | segment s | MP/s | "
           "s per MP | peak RSS GB |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")

@@ -27,6 +27,40 @@ class PostprocessParams:
         return asdict(self)
 
 
+def flood_markers(elevation: np.ndarray, markers: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``skimage.segmentation.watershed(elevation, markers, mask=mask)``, computed only where
+    it can make a difference.
+
+    A connected piece of the mask holding one marker is flooded entirely by it, and one with
+    none stays 0, so the priority flood runs only on the bounding boxes of pieces holding
+    two or more markers (touching nuclei). Same connectivity (4-neighbours) and the same
+    per-piece queue order, hence the same result as the whole-image watershed, at a
+    fraction of the cost (tested against it).
+    """
+    from scipy import ndimage as ndi
+    from skimage.segmentation import watershed
+
+    pieces, n_pieces = ndi.label(mask)
+    labels = np.zeros(markers.shape, np.int32)
+    if n_pieces == 0:
+        return labels
+    has = markers > 0
+    piece_of, marker_id = pieces[has], markers[has]
+    pairs = np.unique(np.stack([piece_of, marker_id]).astype(np.int64), axis=1)
+    count = np.bincount(pairs[0], minlength=n_pieces + 1)
+    single = count[pairs[0]] == 1
+    to_marker = np.zeros(n_pieces + 1, np.int32)
+    to_marker[pairs[0][single]] = pairs[1][single]
+    labels = to_marker[pieces]
+    boxes = ndi.find_objects(pieces)
+    for piece in np.flatnonzero(count > 1):
+        box = boxes[piece - 1]
+        inside = pieces[box] == piece
+        flooded = watershed(elevation[box], np.where(inside, markers[box], 0), mask=inside)
+        labels[box][inside] = flooded[inside]
+    return labels
+
+
 def probabilities_to_labels(
     probs: np.ndarray, params: PostprocessParams | None = None
 ) -> np.ndarray:
@@ -46,7 +80,7 @@ def probabilities_to_labels(
         ``(H, W) int32``, 0 = background, ids 1..N consecutive.
     """
     from scipy import ndimage as ndi
-    from skimage.segmentation import relabel_sequential, watershed
+    from skimage.segmentation import relabel_sequential
 
     p = params or PostprocessParams()
     probs = np.asarray(probs, dtype=np.float32)
@@ -69,7 +103,7 @@ def probabilities_to_labels(
         small = sizes < p.min_marker_size
         small[0] = False
         markers[small[markers]] = 0
-    labels = watershed(elevation, markers, mask=fg)
+    labels = flood_markers(elevation, markers, fg)
     # foreground pieces without a marker become objects of their own
     rest, n_rest = ndi.label(fg & (labels == 0))
     if n_rest:
