@@ -50,8 +50,9 @@ def _tiny_slide(tmp_path, size=(700, 900), seed=0):
 
 def test_tiny_slide_matches_in_memory_and_resumes_after_cancel(tmp_path,
                                                               threshold_model_path):
-    from _helpers import synthetic_nuclei
     from skimage.draw import disk
+
+    from _helpers import synthetic_nuclei
 
     img, _ = synthetic_nuclei((700, 900), n=60, seed=0)
     # tile 128 / halo 16 / stride 4 on 700 x 900: make_grid shrinks the cores to 88 x 92,

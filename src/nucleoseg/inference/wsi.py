@@ -30,7 +30,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Generator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -507,9 +507,6 @@ def export_store(store: str | Path, geojson: str | Path | None = None,
     """Write QuPath GeoJSON and/or the per-nucleus CSV of a finished labels store, block by
     block (bounded memory). The CSV's hematoxylin column needs the slide at the path the
     store recorded; without it the column is NaN."""
-    from ..io.atomic import atomic_write
-    from ..io.geojson import MEASUREMENT_COLUMNS
-
     p = Path(store)
     attrs = _read_attrs(p)
     if attrs is None:
@@ -524,27 +521,10 @@ def export_store(store: str | Path, geojson: str | Path | None = None,
                    block=tuple(fp["block"]), margin=fp["margin"], postprocess=(), blocks=())
     blocks = [(i, j) for i in range(job.n_blocks[0]) for j in range(job.n_blocks[1])]
     written = []
-    if geojson is not None:
-        def write_geojson(tmp: Path) -> None:
-            with open(tmp, "w") as f:
-                f.write('{"type":"FeatureCollection","features":[\n')
-                first = True
-                for i, j in blocks:
-                    text = block_exports(job, i, j, ("geojson",), object_type)["geojson"]
-                    if text:
-                        f.write(("" if first else ",\n") + text)
-                        first = False
-                f.write("\n]}\n")
-
-        written.append(atomic_write(geojson, write_geojson))
-    if csv is not None:
-        def write_csv(tmp: Path) -> None:
-            with open(tmp, "w") as f:
-                f.write(",".join(MEASUREMENT_COLUMNS) + "\n")
-                for i, j in blocks:
-                    f.write(block_exports(job, i, j, ("csv",))["csv"])
-
-        written.append(atomic_write(csv, write_csv))
+    for kind, target in (("geojson", geojson), ("csv", csv)):
+        if target is not None:
+            texts = (block_exports(job, i, j, (kind,), object_type)[kind] for i, j in blocks)
+            written.append(write_streamed(target, kind, texts))
     return written
 
 
@@ -786,42 +766,33 @@ def export_paths(out: str | Path) -> dict[str, Path]:
             "csv": base.with_name(base.name + "_nuclei.csv")}
 
 
-def _join_exports(job: SlideJob) -> dict[str, str]:
+def write_streamed(path: str | Path, kind: str, texts) -> Path:
+    """Write GeoJSON feature fragments (``kind="geojson"``, comma-joined) or CSV row blocks
+    (``"csv"``) from an iterable of strings into one file, atomically and streaming."""
     from ..io.atomic import atomic_write
     from ..io.geojson import MEASUREMENT_COLUMNS
 
+    def write(tmp: Path) -> None:
+        with open(tmp, "w") as f:
+            if kind == "csv":
+                f.write(",".join(MEASUREMENT_COLUMNS) + "\n")
+                for text in texts:
+                    f.write(text)
+                return
+            f.write('{"type":"FeatureCollection","features":[\n')
+            first = True
+            for text in texts:
+                if text:
+                    f.write(("" if first else ",\n") + text)
+                    first = False
+            f.write("\n]}\n")
+
+    return atomic_write(path, write)
+
+
+def _join_exports(job: SlideJob) -> dict[str, str]:
     parts = Path(job.out) / PARTS_DIR
     paths = export_paths(job.out)
-    written = {}
-    if "geojson" in job.exports:
-        def write_geojson(tmp: Path) -> None:
-            with open(tmp, "w") as f:
-                f.write('{"type":"FeatureCollection","features":[\n')
-                first = True
-                for part in sorted(parts.glob("*.geojson.part")):
-                    text = part.read_text()
-                    if text:
-                        f.write(("" if first else ",\n") + text)
-                        first = False
-                f.write("\n]}\n")
-
-        written["geojson"] = str(atomic_write(paths["geojson"], write_geojson))
-    if "csv" in job.exports:
-        def write_csv(tmp: Path) -> None:
-            with open(tmp, "w") as f:
-                f.write(",".join(MEASUREMENT_COLUMNS) + "\n")
-                for part in sorted(parts.glob("*.csv.part")):
-                    f.write(part.read_text())
-
-        written["csv"] = str(atomic_write(paths["csv"], write_csv))
-    return written
-
-
-def job_summary(job: SlideJob) -> dict:
-    """The job's settings as a plain dict (for logs and the CLI)."""
-    d = asdict(job)
-    d.pop("blocks")
-    d.pop("skipped")
-    d["n_blocks"] = len(job.blocks)
-    d["n_background_blocks"] = len(job.skipped)
-    return d
+    return {kind: str(write_streamed(paths[kind], kind, (
+        part.read_text() for part in sorted(parts.glob(f"*.{kind}.part")))))
+        for kind in job.exports}
