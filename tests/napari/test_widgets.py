@@ -280,6 +280,15 @@ def test_geojson_writer(make_napari_viewer, tmp_path):
     assert data["features"][0]["properties"]["objectType"] == "detection"
 
 
+def test_slide_reader_claims_slides_but_not_every_tiff():
+    from napari.plugins._npe2 import get_readers
+
+    assert PLUGIN in get_readers("scan.svs") and PLUGIN in get_readers("scan.ome.tif")
+    assert PLUGIN in get_readers("result.zarr")
+    # ordinary images stay with napari's reader, without a "which plugin?" question
+    assert PLUGIN not in get_readers("tile.tif") and PLUGIN not in get_readers("tile.png")
+
+
 def test_slide_opens_lazily_and_segments_blockwise_and_in_view(make_napari_viewer, qtbot,
                                                                tmp_path, threshold_model_path):
     import shutil
