@@ -145,3 +145,23 @@ def test_slide_bad_input_gives_one_line(tmp_path, threshold_model_path, capsys):
     assert main(["segment", slide, "-o", str(tmp_path / "s.zarr"), "--scheduler",
                  "tcp://127.0.0.1:9", *model]) == 2
     assert "cannot reach the dask scheduler" in _err(capsys)
+
+
+def test_slide_on_a_dask_cluster_by_address(tmp_path, threshold_model_path, capsys):
+    distributed = pytest.importorskip("distributed")
+    from _helpers import synthetic_nuclei
+    from nucleoseg.inference.wsi import read_labels_store
+    from nucleoseg.io.wsi import write_pyramid_tiff
+
+    img, _ = synthetic_nuclei((400, 420), n=30, seed=5)
+    slide = str(write_pyramid_tiff(tmp_path / "c.ome.tif", img, levels=2, tile=128))
+    common = [slide, "-m", str(threshold_model_path), "--block", "192", "-q"]
+    assert main(["segment", *common, "-o", str(tmp_path / "local.zarr")]) == 0
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  host="127.0.0.1", dashboard_address=None) as cluster:
+        assert main(["segment", *common, "-o", str(tmp_path / "cluster.zarr"),
+                     "--scheduler", cluster.scheduler_address]) == 0
+    a = read_labels_store(tmp_path / "local.zarr")["levels"][0][:]
+    b = read_labels_store(tmp_path / "cluster.zarr")["levels"][0][:]
+    assert a.max() > 0
+    np.testing.assert_array_equal(a, b)
