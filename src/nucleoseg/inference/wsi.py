@@ -216,7 +216,7 @@ def _open_store(job: SlideJob, overwrite: bool) -> tuple[Any, bool]:
         attrs = _read_attrs(out)
         if attrs is None:
             raise ImageError(f"{out} exists and is not a nucleoseg output; choose another path")
-        if attrs.get("fingerprint") != _jsonable(job.fingerprint) or overwrite:
+        if not store_settings_match(job) or overwrite:
             if not overwrite:
                 raise ImageError(f"{out} holds a run with other settings (slide, model or "
                                  "tiling); pass --overwrite to replace it")
