@@ -72,7 +72,7 @@ def main() -> None:
     mp = image.shape[0] * image.shape[1] / 1e6
     print(f"sgemm {rate:.1f} GFLOP/s; image {args.size}x{args.size} ({mp:.1f} MP)")
     head = (f"{'model':<11}{'kFLOP/px':>9}{'limit':>8}{'bare':>8}{'tiled':>8}{'+post':>8}"
-            f"{'tiled/limit':>12}{'bare/limit':>11}")
+            f"{'tiled/limit':>12}{'+post/limit':>12}{'bare/limit':>11}")
     rows = []
     for name in args.models:
         seg = Segmenter.load(name)
@@ -93,7 +93,7 @@ def main() -> None:
     print(head)
     for name, k, lim, b, t, tp in rows:
         print(f"{name:<11}{k:>9.0f}{lim:>8.3f}{b:>8.3f}{t:>8.3f}{tp:>8.3f}{t / lim:>12.2f}"
-              f"{b / lim:>11.2f}")
+              f"{tp / lim:>12.2f}{b / lim:>11.2f}")
     print("rates in MP/s; limit = sgemm rate / FLOPs per pixel")
     print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 
