@@ -10,25 +10,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-from qtpy.QtWidgets import QApplication
+from screenshots import PLUGIN, wait  # same folder: the shared event-loop wait
 
 import napari
 from nucleoseg.io.monuseg import list_tiles
 from nucleoseg.io.wsi import write_pyramid_tiff
-
-PLUGIN = "napari-nucleoseg"
-
-
-def wait(cond, timeout=900):
-    t0 = time.time()
-    while not cond():
-        QApplication.processEvents()
-        time.sleep(0.05)
-        if time.time() - t0 > timeout:
-            raise TimeoutError
-    for _ in range(40):
-        QApplication.processEvents()
-        time.sleep(0.02)
 
 
 def main(out: Path) -> None:

@@ -14,36 +14,34 @@ from pathlib import Path
 
 import pytest
 
-BUILD_TINY = """
+BUILD = """
 import sys
-sys.path.insert(0, sys.argv[2])
-from _helpers import make_tiny_model
-print(make_tiny_model(__import__("pathlib").Path(sys.argv[1])))
+sys.path.insert(0, sys.argv[3])
+import _helpers
+print(getattr(_helpers, sys.argv[1])(__import__("pathlib").Path(sys.argv[2])))
 """
 
-@pytest.fixture(scope="session")
-def tiny_unet_path(tmp_path_factory) -> Path:
-    """A tiny untrained UNet with a card, built in a subprocess (no TensorFlow here)."""
-    folder = tmp_path_factory.mktemp("models")
-    res = subprocess.run([sys.executable, "-c", BUILD_TINY, str(folder),
+
+def _build_in_subprocess(maker: str, folder: Path) -> Path:
+    """Run ``_helpers.<maker>(folder)`` in a subprocess (Keras stays out of this process)."""
+    res = subprocess.run([sys.executable, "-c", BUILD, maker, str(folder),
                           str(Path(__file__).parents[1])], capture_output=True,
                          text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
     return Path(res.stdout.strip().splitlines()[-1])
 
 
-BUILD_THRESHOLD = BUILD_TINY.replace("make_tiny_model", "make_threshold_model")
+@pytest.fixture(scope="session")
+def tiny_unet_path(tmp_path_factory) -> Path:
+    """A tiny untrained UNet with a card, built in a subprocess (no TensorFlow here)."""
+    return _build_in_subprocess("make_tiny_model", tmp_path_factory.mktemp("models"))
 
 
 @pytest.fixture(scope="session")
 def threshold_model_path(tmp_path_factory) -> Path:
     """The fixed-weight dark-disc model of ``_helpers``, built in a subprocess."""
-    folder = tmp_path_factory.mktemp("threshold_model")
-    res = subprocess.run([sys.executable, "-c", BUILD_THRESHOLD, str(folder),
-                          str(Path(__file__).parents[1])], capture_output=True,
-                         text=True, timeout=600)
-    assert res.returncode == 0, res.stderr[-2000:]
-    return Path(res.stdout.strip().splitlines()[-1])
+    return _build_in_subprocess("make_threshold_model",
+                                tmp_path_factory.mktemp("threshold_model"))
 
 
 @pytest.fixture(autouse=True)
