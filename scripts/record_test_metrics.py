@@ -1,10 +1,12 @@
 """Write the final MoNuSeg test table (from `nucleoseg benchmark --json`) into the model cards.
 
-The test tiles are used for this report only: thresholds, post-processing and epochs were
-chosen on the validation tiles before. Usage:
+The test tiles are used for this report only: thresholds, post-processing, tiling, precision
+and epochs were chosen on the validation tiles before. Rows computed in float32 become the
+card's ``test`` entry; rows computed in another precision are stored under
+``test[<precision>]``. Usage:
 
     NUCLEOSEG_WRITE_SHIPPED=1 python scripts/record_test_metrics.py \
-        benchmarks/results/monuseg_test_cpu.json
+        benchmarks/results/monuseg_test_cpu.json [benchmarks/results/monuseg_test_cpu_bf16.json]
 """
 
 import json
@@ -14,18 +16,24 @@ from pathlib import Path
 from nucleoseg.io.atomic import atomic_write_bytes
 from nucleoseg.models.weights import shipped_dir
 
-rows = json.loads(Path(sys.argv[1]).read_text())
+NOTE = ("official 14 MoNuSeg 2018 test tiles, XML ground truth, metrics pooled over the set; "
+        "evaluated once, after all choices were made on the validation tiles")
+
+rows = [row for path in sys.argv[1:] for row in json.loads(Path(path).read_text())]
+rows.sort(key=lambda r: r.get("precision", "float32") != "float32")  # float32 first
 for row in rows:
     card_path = shipped_dir() / f"{row['model']}.json"
     if not card_path.is_file():
         continue
     card = json.loads(card_path.read_text())
-    card["test"] = {k: round(v, 4) for k, v in row.items()
-                    if isinstance(v, float) and k != "seconds_per_tile"}
-    card["test"]["tiles"] = len(row["per_image"])
-    card["test"]["seconds_per_tile_cpu"] = round(row["seconds_per_tile"], 2)
-    card["test"]["note"] = ("official 14 MoNuSeg 2018 test tiles, XML ground truth, metrics "
-                            "pooled over the set; evaluated once, after all choices were made "
-                            "on the validation tiles")
+    scores = {k: round(v, 4) for k, v in row.items()
+              if isinstance(v, float) and k != "seconds_per_tile"}
+    scores["tiles"] = len(row["per_image"])
+    scores["seconds_per_tile_cpu"] = round(row["seconds_per_tile"], 2)
+    precision = row.get("precision", "float32")
+    if precision == "float32":
+        card["test"] = {**scores, "precision": "float32", "note": NOTE}
+    else:
+        card["test"][precision] = scores
     atomic_write_bytes(card_path, (json.dumps(card, indent=2) + "\n").encode())
-    print(card_path.name, card["test"]["dice"], card["test"]["aji"])
+    print(card_path.name, precision, scores["dice"], scores["aji"])

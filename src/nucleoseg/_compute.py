@@ -112,11 +112,13 @@ def _serve(conn, stop) -> None:  # runs in the child
 def _segment(conn, stop, cache, model: str, image, settings: dict, device: str = "auto"):
     from .inference.segment import Segmenter
 
-    key = (model, os.path.getmtime(model) if os.path.exists(model) else 0)
+    settings = dict(settings)
+    precision = settings.pop("precision", "auto")
+    key = (model, os.path.getmtime(model) if os.path.exists(model) else 0, precision)
     seg = cache.get(key)
     if seg is None:
         conn.send(("progress", (0, 0, "loading model...")))
-        seg = Segmenter.load(model)
+        seg = Segmenter.load(model, precision=precision)
         cache.clear()
         cache[key] = seg
     seg.update(**settings)

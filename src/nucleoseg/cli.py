@@ -95,7 +95,7 @@ def _segment_images(pairs: list[tuple[Path, Path]], args: argparse.Namespace) ->
     from .io.labels import write_labels
 
     arrays = [open_image(p) for p, _ in pairs]  # fail fast on a bad input, before Keras
-    seg = Segmenter.load(args.model, **_settings(args))
+    seg = Segmenter.load(args.model, precision=args.precision, **_settings(args))
     for (path, out), image in zip(pairs, arrays, strict=True):
         bar, update = _progress_bar(path.name, not args.quiet)
         labels = run(seg.segment(image), update)
@@ -119,7 +119,7 @@ def _segment_slides(pairs: list[tuple[Path, Path]], args: argparse.Namespace) ->
             job = plan_slide(path, out, args.model, mpp=args.mpp, block=args.block,
                              margin=args.margin, tissue=not args.no_tissue_mask,
                              geojson=args.geojson, measurements=args.measurements,
-                             **_settings(args))
+                             precision=args.precision, **_settings(args))
         for w in caught:
             print(f"nucleoseg: warning: {w.message}", file=sys.stderr)
         jobs.append((path, job))
@@ -323,10 +323,12 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         raise UsageError("no models to benchmark")
     bar, update = _progress_bar("benchmark", not args.quiet)
     rows = run(benchmark(models, args.data, split=args.split,
-                         include_baseline=not args.no_baseline, limit=args.limit), update)
+                         include_baseline=not args.no_baseline, limit=args.limit,
+                         precision=args.precision), update)
     bar.close()
+    used = sorted({r["precision"] for r in rows if "precision" in r})
     print(f"MoNuSeg 2018 {args.split} tiles ({len(rows[0]['per_image'])}), metrics pooled "
-          "over all pixels/nuclei of the set")
+          f"over all pixels/nuclei of the set; precision {', '.join(used) or '-'}")
     print(format_table(rows, markdown=args.markdown))
     if args.json:
         from .io.atomic import atomic_write_bytes
@@ -350,6 +352,15 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- parser
+def _add_precision(parser: argparse.ArgumentParser) -> None:
+    from .models.precision import PRECISIONS
+
+    parser.add_argument(
+        "--precision", default="auto", choices=PRECISIONS,
+        help="compute precision: auto = bfloat16 on CPUs with native bfloat16 (about 1.7x "
+             "faster, Dice within 0.001 of float32 on MoNuSeg), float32 elsewhere")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="nucleoseg", description="Nucleus segmentation for H&E.")
     ap.add_argument("--version", action="version", version=f"nucleoseg {__version__}")
@@ -371,6 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tile", type=int, help="tile side in pixels (default: model card)")
     s.add_argument("--halo", type=int, help="context margin per tile side")
     s.add_argument("--batch-size", type=int)
+    _add_precision(s)
     s.add_argument("--threshold", type=float, help="nucleus probability threshold")
     s.add_argument("--interior-threshold", type=float, help="marker probability threshold")
     s.add_argument("--min-size", type=int, help="smallest nucleus kept (pixels)")
@@ -432,6 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--split", default="test", choices=["test", "val"])
     b.add_argument("--limit", type=int, help="first N tiles only")
     b.add_argument("--no-baseline", action="store_true", help="skip the Otsu+watershed row")
+    _add_precision(b)
     b.add_argument("--markdown", action="store_true")
     b.add_argument("--json", help="write all numbers (per image too) as JSON")
     b.add_argument("-q", "--quiet", action="store_true")

@@ -4,7 +4,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nucleoseg.inference.predict import Cancelled, predict_tiled, predict_whole, run
-from nucleoseg.inference.tiling import make_grid, pad_image
+from nucleoseg.inference.tiling import make_grid, pad_image, pad_reflect
 
 STRIDE, HALO = 4, 32
 
@@ -41,18 +41,30 @@ def test_tiled_equals_whole_image(model, h, w, tile, seed):
     """With the halo covering the receptive field, tiles give the whole-image result."""
     img = np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
     tiled = run(predict_tiled(model, img, tile=tile, halo=HALO, stride=STRIDE, batch_size=3))
-    # reference: the model on the whole image, padded the same way, in one pass
-    grid = make_grid((h, w), tile=10**6, halo=HALO, stride=STRIDE)
-    whole = np.asarray(model.predict_on_batch(
-        pad_image(img, grid)[None].astype(np.float32) / 255))[0]
-    whole = whole[HALO : HALO + h, HALO : HALO + w]
     assert tiled.shape == (h, w, 2)
+    plain = predict_whole(model, img, stride=STRIDE)
+    if len(make_grid((h, w), tile=tile, halo=HALO, stride=STRIDE)) == 1:
+        # an image that fits in one tile runs whole, without halo
+        np.testing.assert_allclose(tiled, plain, atol=1e-5)
+        return
+    # reference: the model on the whole image, reflect-padded by the halo, in one pass
+    bottom, right = (-(-(n + 2 * HALO) // STRIDE) * STRIDE - n - HALO for n in (h, w))
+    padded = pad_reflect(img, ((HALO, bottom), (HALO, right)))
+    whole = np.asarray(model.predict_on_batch(padded[None].astype(np.float32) / 255))[0]
+    whole = whole[HALO : HALO + h, HALO : HALO + w]
     np.testing.assert_allclose(tiled, whole, atol=1e-4)
     # and the plain whole-image path agrees away from the image border
-    plain = predict_whole(model, img, stride=STRIDE)
     m = HALO
     if h > 2 * m and w > 2 * m:
         np.testing.assert_allclose(tiled[m:-m, m:-m], plain[m:-m, m:-m], atol=1e-4)
+
+
+def test_image_that_fits_one_tile_has_no_halo():
+    grid = make_grid((1000, 1000), tile=1280, halo=64, stride=16)
+    assert len(grid) == 1 and grid.halo == 0 and grid.tile == (1008, 1008)
+    assert grid.padding == ((0, 8), (0, 8))
+    grid = make_grid((1000, 1300), tile=1280, halo=64, stride=16)
+    assert grid.halo == 64 and len(grid) > 1
 
 
 def test_progress_and_cancel(model):

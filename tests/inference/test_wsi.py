@@ -181,10 +181,10 @@ def real_slide(tmp_path_factory, data_root):
 def test_real_slide_blockwise_equals_in_memory_and_keeps_seam_nuclei_whole(
         real_slide, tmp_path):
     img, path = real_slide
-    seg = Segmenter.load("unet")
+    seg = Segmenter.load("unet", tile=1280)
     # the slide path uses the in-memory path's tile grid (4 x 4 tiles of 1280 here)
     probs = run(seg.probabilities(img))[..., :2]
-    job = plan_slide(path, tmp_path / "s.zarr", "unet", block=2304, geojson=True)
+    job = plan_slide(path, tmp_path / "s.zarr", "unet", block=2304, geojson=True, tile=1280)
     assert job.n_blocks == (2, 2) and job.block == (2304, 2304) and job.scale == 1.0
     summary = run(segment_slide(job, keep_probabilities=True))
     store = read_labels_store(tmp_path / "s.zarr")

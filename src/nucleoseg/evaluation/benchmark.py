@@ -22,8 +22,11 @@ def benchmark(
     include_baseline: bool = True,
     limit: int | None = None,
     should_stop: Callable[[], bool] | None = None,
+    precision: str = "auto",
 ) -> Generator[Progress, None, list[dict[str, Any]]]:
     """Evaluate ``models`` on a MoNuSeg split (a progress generator).
+
+    ``precision`` is passed to :meth:`Segmenter.load` (each row records the one used).
 
     Returns
     -------
@@ -51,7 +54,7 @@ def benchmark(
             from ..inference.predict import run
             from ..inference.segment import Segmenter
 
-            seg = Segmenter.load(name)
+            seg = Segmenter.load(name, precision=precision)
             run(seg.segment(images[0][:256, :256]))  # compile outside the timing
 
             def segment(img, seg=seg):
@@ -69,6 +72,8 @@ def benchmark(
             done += 1
             yield done, total, f"{name}: {tile.name}"
         row = {"model": name, **pooled.scores()}
+        if name != BASELINE:
+            row["precision"] = seg.precision
         row["dice_mean"] = sum(r["dice"] for r in per_image) / len(per_image)
         row["aji_mean"] = sum(r["aji"] for r in per_image) / len(per_image)
         row["seconds_per_tile"] = seconds / len(tiles)

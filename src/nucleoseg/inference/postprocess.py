@@ -102,7 +102,6 @@ def probabilities_to_labels(
         ``(H, W) int32``, 0 = background, ids 1..N consecutive.
     """
     from scipy import ndimage as ndi
-    from skimage.segmentation import relabel_sequential
 
     p = params or PostprocessParams()
     probs = np.asarray(probs, dtype=np.float32)
@@ -121,20 +120,29 @@ def probabilities_to_labels(
         elevation = -dist
     markers, n = ndi.label(seeds)
     if p.min_marker_size > 1 and n:
-        sizes = np.bincount(markers.ravel())
-        small = sizes < p.min_marker_size
-        small[0] = False
-        markers[small[markers]] = 0
+        # touch only seed pixels (a small part of the image)
+        at = np.flatnonzero(markers)
+        ids = markers.ravel()[at]
+        small = np.bincount(ids, minlength=n + 1) < p.min_marker_size
+        markers.ravel()[at[small[ids]]] = 0
     labels = flood_markers(elevation, markers, fg)
     # foreground pieces without a marker become objects of their own
     rest, n_rest = ndi.label(fg & (labels == 0))
     if n_rest:
-        labels = np.where(rest > 0, rest + labels.max(), labels)
-    if p.min_size > 1:
-        sizes = np.bincount(labels.ravel())
-        small = sizes < p.min_size
-        small[0] = False
-        labels[small[labels]] = 0
-    labels, _, _ = relabel_sequential(labels.astype(np.int32))
-    return labels.astype(np.int32)
+        inside = rest > 0
+        labels[inside] = rest[inside] + labels.max()
+    return drop_small_and_relabel(labels, p.min_size)
+
+
+def drop_small_and_relabel(labels: np.ndarray, min_size: int) -> np.ndarray:
+    """Remove objects under ``min_size`` pixels and number the rest 1..N in the order of
+    their old ids (``skimage.segmentation.relabel_sequential`` after a size filter), with
+    one count and one lookup."""
+    labels = np.asarray(labels)
+    sizes = np.bincount(labels.ravel())
+    keep = sizes >= max(int(min_size), 1)
+    keep[0] = False
+    lut = np.zeros(sizes.size, np.int32)
+    lut[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
+    return lut[labels]
 

@@ -28,6 +28,9 @@ class Segmenter:
         Thresholds and sizes for :func:`probabilities_to_labels`.
     card : dict
         The model card it was loaded with (empty for a fresh model).
+    precision : str
+        What ``model`` computes in: ``float32``, ``bfloat16`` or ``float16`` (see
+        :mod:`nucleoseg.models.precision`).
     """
 
     model: Any
@@ -37,18 +40,26 @@ class Segmenter:
     batch_size: int = 4
     params: PostprocessParams = field(default_factory=PostprocessParams)
     card: dict = field(default_factory=dict)
+    precision: str = "float32"
 
     @classmethod
-    def load(cls, name_or_path: str, **overrides: Any) -> Segmenter:
+    def load(cls, name_or_path: str, precision: str | None = "auto",
+             **overrides: Any) -> Segmenter:
         """Load a shipped/user model by name, or a ``.keras`` path, with its card's settings.
 
+        ``precision`` is ``"auto"`` (bfloat16 on CPUs that compute it natively, float32
+        elsewhere), ``"float32"``, ``"bfloat16"`` or ``"float16"``; ``None`` means auto.
         ``overrides`` replace card values: ``tile``, ``halo``, ``batch_size`` and any
         :class:`PostprocessParams` field.
         """
+        from ..models.precision import resolve_precision, with_precision
         from ..models.weights import load_model
 
         model, card = load_model(name_or_path)
-        return cls.from_card(model, card, **overrides)
+        precision = resolve_precision(precision or "auto", card)
+        seg = cls.from_card(with_precision(model, precision), card, **overrides)
+        seg.precision = precision
+        return seg
 
     @classmethod
     def from_card(cls, model: Any, card: dict, **overrides: Any) -> Segmenter:

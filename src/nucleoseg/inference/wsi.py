@@ -113,6 +113,7 @@ def plan_slide(
     tissue: bool = True,
     geojson: bool = False,
     measurements: bool = False,
+    precision: str = "auto",
     **overrides: Any,
 ) -> SlideJob:
     """Open a slide, choose level/resolution and blocks, and describe the job.
@@ -137,15 +138,20 @@ def plan_slide(
         Skip blocks with no tissue (Otsu on a low level).
     geojson, measurements : bool
         Also write ``<out>.geojson`` (QuPath) / ``<out>_nuclei.csv``.
+    precision : str
+        Compute precision (see :mod:`nucleoseg.models.precision`); ``"auto"`` is resolved
+        here, on the machine that plans, and the workers use the result.
     **overrides
         ``tile``, ``halo``, ``batch_size`` and post-processing settings.
     """
     from ..io.wsi import MONUSEG_MPP, open_slide, tissue_mask, working_resolution
+    from ..models.precision import resolve_precision
     from ..models.weights import read_card, resolve_model_path
     from .segment import Segmenter
 
     model_path = resolve_model_path(model)
     card = read_card(model_path)
+    precision = resolve_precision(precision or "auto", card)
     if overrides.get("batch_size") is None:
         # one tile per forward pass: on the CPU as fast as the card's batch and ~30 % less
         # peak memory (benchmarks/results/wsi_cpu.txt)
@@ -186,13 +192,14 @@ def plan_slide(
             "mpp": slide.mpp, "level": level, "scale": scale, "shape": list(shape),
             "model": str(model_path), "model_sha256": card.get("sha256") or _file_id(model_path),
             "tile": list(tile), "halo": halo, "block": list(block), "margin": int(margin),
-            "postprocess": dict(params), "tissue": bool(tissue),
+            "postprocess": dict(params), "tissue": bool(tissue), "precision": precision,
         }
         return SlideJob(
             slide=str(Path(slide_path).resolve()), slide_mpp=slide.mpp, level=level,
             scale=scale, shape=shape, to_level0=to_level0, out=str(Path(out).resolve()),
             model=str(model_path), overrides=tuple(sorted(
-                (k, v) for k, v in overrides.items() if v is not None)),
+                [(k, v) for k, v in overrides.items() if v is not None]
+                + [("precision", precision)])),
             tile=tile, halo=halo, stride=seg.stride, block=block, margin=int(margin),
             postprocess=params, blocks=tuple(blocks), skipped=tuple(skipped),
             exports=exports, fingerprint=fingerprint,
