@@ -64,7 +64,6 @@ def test_resolve_precision(monkeypatch):
 
 def test_segmenter_load_precision(threshold_model_path, monkeypatch):
     from _helpers import synthetic_nuclei
-
     from nucleoseg.inference.predict import run
     from nucleoseg.inference.segment import Segmenter
 
