@@ -165,3 +165,24 @@ def test_slide_on_a_dask_cluster_by_address(tmp_path, threshold_model_path, caps
     b = read_labels_store(tmp_path / "cluster.zarr")["levels"][0][:]
     assert a.max() > 0
     np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_benchmark_command_on_monuseg(tmp_path, threshold_model_path, data_root, capsys,
+                                      precision):
+    """`nucleoseg benchmark` on two real test tiles: table, JSON with the metric `precision`
+    (a number) apart from the compute precision (a name), baseline row included."""
+    import json
+
+    out = tmp_path / "rows.json"
+    assert main(["benchmark", str(threshold_model_path), "--data", str(data_root),
+                 "--limit", "2", "--precision", precision, "--json", str(out), "-q"]) == 0
+    text = capsys.readouterr().out
+    assert f"precision {precision}" in text and "otsu_watershed" in text
+    rows = json.loads(out.read_text())
+    assert [r["model"] for r in rows] == [str(threshold_model_path), "otsu_watershed"]
+    assert rows[0]["compute_precision"] == precision
+    assert "compute_precision" not in rows[1]
+    for r in rows:
+        assert 0 < r["precision"] <= 1 and 0 < r["dice"] <= 1
+        assert len(r["per_image"]) == 2

@@ -326,7 +326,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
                          include_baseline=not args.no_baseline, limit=args.limit,
                          precision=args.precision), update)
     bar.close()
-    used = sorted({r["precision"] for r in rows if "precision" in r})
+    used = sorted({r["compute_precision"] for r in rows if "compute_precision" in r})
     print(f"MoNuSeg 2018 {args.split} tiles ({len(rows[0]['per_image'])}), metrics pooled "
           f"over all pixels/nuclei of the set; precision {', '.join(used) or '-'}")
     print(format_table(rows, markdown=args.markdown))

@@ -26,7 +26,8 @@ def benchmark(
 ) -> Generator[Progress, None, list[dict[str, Any]]]:
     """Evaluate ``models`` on a MoNuSeg split (a progress generator).
 
-    ``precision`` is passed to :meth:`Segmenter.load` (each row records the one used).
+    ``precision`` is passed to :meth:`Segmenter.load` (rows record it as
+    ``compute_precision``; ``precision`` is the metric).
 
     Returns
     -------
@@ -73,7 +74,7 @@ def benchmark(
             yield done, total, f"{name}: {tile.name}"
         row = {"model": name, **pooled.scores()}
         if name != BASELINE:
-            row["precision"] = seg.precision
+            row["compute_precision"] = seg.precision
         row["dice_mean"] = sum(r["dice"] for r in per_image) / len(per_image)
         row["aji_mean"] = sum(r["aji"] for r in per_image) / len(per_image)
         row["seconds_per_tile"] = seconds / len(tiles)
