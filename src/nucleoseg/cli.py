@@ -294,7 +294,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from .training.recipe import load_split, select_postprocess
 
     path = resolve_model_path(args.model)
-    seg = Segmenter.load(str(path))
+    seg = Segmenter.load(str(path), precision="float32")  # card values independent of the CPU
     _, images, labels = load_split("val", args.data)
     probs = [run(seg.probabilities(im)) for im in images]
     best, scores, trials = select_postprocess(probs, labels)
