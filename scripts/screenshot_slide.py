@@ -30,6 +30,7 @@ def main(out: Path) -> None:
     layer = viewer.open(str(path), plugin=PLUGIN)[0]
     _, seg = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment nuclei")
     seg._image.value = layer
+    seg._tile.value = 1280  # blocks of 2 x 1152 px: a block corner at (2304, 2304)
     seg._on_run()
     wait(lambda: seg._worker is None)
     labels = viewer.layers[f"{layer.name} nuclei"]

@@ -38,23 +38,11 @@ def cpu_has_native_bfloat16() -> bool:
 
 
 def _accelerator_present() -> bool:
-    """Whether the Keras backend computes on a GPU (imports the backend)."""
+    """Whether the Keras backend sees a GPU/TPU (imports the backend)."""
     import keras
 
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return bool(tf.config.list_physical_devices("GPU"))
-    if backend == "jax":
-        import jax
-
-        return jax.default_backend() != "cpu"
-    if backend == "torch":
-        import torch
-
-        return bool(torch.cuda.is_available())
-    return False
+    devices = keras.distribution.list_devices()
+    return any(not d.lower().startswith("cpu") for d in devices)
 
 
 def resolve_precision(precision: str = "auto", card: dict | None = None) -> str:
