@@ -1,10 +1,11 @@
 """Inference precision: float32, or bfloat16/float16 compute with float32 weights and outputs.
 
 ``"auto"`` picks bfloat16 on a CPU that computes it natively (x86 ``avx512_bf16`` or
-``amx_bf16``: oneDNN then runs the convolutions at about twice the float32 rate, see
-``benchmarks/results/precision_cpu.txt``) and float32 everywhere else, so a machine without
-native bfloat16 never runs an emulated, slower path. Measured accuracy change of the shipped
-models is in the same file and the README.
+``amx_bf16``: oneDNN then runs the convolutions 1.4-1.7x faster than in float32, see
+``benchmarks/results/throughput_cpu_bf16.txt``) and float32 everywhere else, so a machine
+without native bfloat16 never runs an emulated, slower path. The accuracy change of the
+shipped models is in ``benchmarks/results/precision_val_cpu.txt``, the model cards
+(``test.bfloat16``) and the README.
 """
 
 from __future__ import annotations
