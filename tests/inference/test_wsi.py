@@ -11,8 +11,9 @@ import pytest
 
 from _helpers import needs_data
 from nucleoseg.inference.postprocess import probabilities_to_labels
-from nucleoseg.inference.predict import Cancelled, run
+from nucleoseg.inference.predict import Cancelled, predict_padded, run
 from nucleoseg.inference.segment import Segmenter
+from nucleoseg.inference.tiling import make_grid, pad_image
 from nucleoseg.inference.wsi import (
     first_pixel_ids,
     plan_slide,
@@ -21,6 +22,13 @@ from nucleoseg.inference.wsi import (
 )
 from nucleoseg.io.images import ImageError
 from nucleoseg.io.wsi import write_pyramid_tiff
+
+
+def slide_grid_probabilities(seg: Segmenter, img: np.ndarray) -> np.ndarray:
+    """In-memory probabilities on the whole-slide tile grid (reflect-padded halo, equal
+    cores); in-memory images use fitted tiles, which differ near seams and borders."""
+    grid = make_grid(img.shape[:2], tile=seg.tile, halo=seg.halo, stride=seg.stride)
+    return run(predict_padded(seg.model, pad_image(img, grid), grid, seg.batch_size))
 
 
 def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
@@ -61,7 +69,7 @@ def test_tiny_slide_matches_in_memory_and_resumes_after_cancel(tmp_path,
         img[disk(centre, 7, shape=img.shape[:2])] = (90, 50, 140)
     path = write_pyramid_tiff(tmp_path / "s.ome.tif", img, levels=2, tile=128)
     seg = Segmenter.load(str(threshold_model_path))
-    probs = run(seg.probabilities(img))[..., :2].astype(np.float16).astype(np.float32)
+    probs = slide_grid_probabilities(seg, img)[..., :2].astype(np.float16).astype(np.float32)
     reference = probabilities_to_labels(probs, seg.params)
     assert reference.max() > 40
 
@@ -182,8 +190,8 @@ def test_real_slide_blockwise_equals_in_memory_and_keeps_seam_nuclei_whole(
         real_slide, tmp_path):
     img, path = real_slide
     seg = Segmenter.load("unet", tile=1280)
-    # the slide path uses the in-memory path's tile grid (4 x 4 tiles of 1280 here)
-    probs = run(seg.probabilities(img))[..., :2]
+    # the slide path computes every pixel in the same tile as one run on its grid
+    probs = slide_grid_probabilities(seg, img)[..., :2]
     job = plan_slide(path, tmp_path / "s.zarr", "unet", block=2304, geojson=True, tile=1280)
     assert job.n_blocks == (2, 2) and job.block == (2304, 2304) and job.scale == 1.0
     summary = run(segment_slide(job, keep_probabilities=True))

@@ -7,13 +7,16 @@ generator feeds the napari worker, the CLI progress bar and the tests.
 
 from __future__ import annotations
 
+import logging
+import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Generator
 from typing import Any
 
 import numpy as np
 
 from ..io.images import to_rgb_uint8
-from .tiling import TileGrid, make_grid, pad_image
+from .tiling import FitGrid, TileGrid, fit_grid, pad_image
 
 Progress = tuple[int, int, str]
 
@@ -22,13 +25,52 @@ class Cancelled(Exception):
     """Raised inside a generator when its ``should_stop`` callable returned True."""
 
 
-def normalize(image: np.ndarray) -> np.ndarray:
+def normalize(image: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """``uint8`` RGB to the models' input: ``float32`` in [0, 1] (the same rule for every pixel
-    of an image or slide, never per tile)."""
-    return image.astype(np.float32) * np.float32(1.0 / 255.0)
+    of an image or slide, never per tile), written into ``out`` when given."""
+    return np.multiply(image, np.float32(1.0 / 255.0), out=out, dtype=np.float32)
+
+
+# per model, one Keras predict function per input shape (see _predict_static)
+_PREDICT_FUNCTIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_KEEP_SHAPES = 8
+
+
+class _QuietRetracing(logging.Filter):
+    """Drop TensorFlow's "triggered tf.function retracing" advice: one trace per input shape
+    is intended here."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+def _predict_static(model: Any, x: np.ndarray) -> np.ndarray:
+    """``model.predict_on_batch(x)`` with a predict function traced for ``x.shape`` alone.
+
+    Keras' TensorFlow predict function relaxes its input signature to partly unknown sizes
+    once it has seen two shapes, and TensorFlow's dilated convolutions (DeepLabV3+'s ASPP)
+    then fail for some sizes ("padded_shape ... is not divisible by block_shape"), e.g. a
+    second image of another width. Keeping one function per shape keeps every trace static.
+    """
+    functions = _PREDICT_FUNCTIONS.setdefault(model, OrderedDict())
+    key = tuple(x.shape)
+    if key not in functions:
+        logging.getLogger("tensorflow").addFilter(_QUIET)
+        model.make_predict_function(force=True)
+        functions[key] = model.predict_function
+        while len(functions) > _KEEP_SHAPES:
+            functions.popitem(last=False)
+    functions.move_to_end(key)
+    model.predict_function = functions[key]
+    return np.asarray(model.predict_on_batch(x))
+
+
+_QUIET = _QuietRetracing()
 
 
 def _batch_predictor(model: Any) -> Callable[[np.ndarray], np.ndarray]:
+    if hasattr(model, "make_predict_function") and hasattr(model, "predict_on_batch"):
+        return lambda x: _predict_static(model, x)
     if hasattr(model, "predict_on_batch"):
         return lambda x: np.asarray(model.predict_on_batch(x))
     if callable(model):
@@ -55,7 +97,8 @@ def predict_tiled(
         ``(H, W, 3) uint8`` RGB (other layouts are converted by
         :func:`nucleoseg.io.images.to_rgb_uint8`).
     tile, halo, stride : int
-        Tile side, context margin and the model's total stride (see :func:`make_grid`).
+        Largest tile side, context where tiles meet and the model's total stride (see
+        :func:`nucleoseg.inference.tiling.fit_grid`).
     batch_size : int
         Tiles per forward pass; the last batch is padded to keep one compiled shape.
     should_stop : callable, optional
@@ -72,7 +115,7 @@ def predict_tiled(
         ``(H, W, C) float32`` probabilities.
     """
     image = to_rgb_uint8(image)
-    grid = make_grid(image.shape[:2], tile=tile, halo=halo, stride=stride)
+    grid = fit_grid(image.shape[:2], tile=tile, halo=halo, stride=stride)
     return (yield from predict_padded(model, pad_image(image, grid), grid, batch_size,
                                       should_stop))
 
@@ -80,14 +123,15 @@ def predict_tiled(
 def predict_padded(
     model: Any,
     padded: np.ndarray,
-    grid: TileGrid,
+    grid: TileGrid | FitGrid,
     batch_size: int = 4,
     should_stop: Callable[[], bool] | None = None,
 ) -> Generator[Progress, None, np.ndarray]:
     """:func:`predict_tiled` on an image already padded as ``grid.padding`` says.
 
     The whole-slide path reads each block with its real neighbouring pixels as context and
-    calls this directly, so blocks see the same tiles as one run over the whole slide.
+    calls this directly with a :class:`~nucleoseg.inference.tiling.TileGrid`, so blocks see
+    the same tiles as one run over the whole slide on that grid.
 
     Returns
     -------
@@ -110,23 +154,24 @@ def predict_padded(
             raise Cancelled("stopped by request")
         chunk = jobs[start : start + batch.shape[0]]
         for k, (read, _) in enumerate(chunk):
-            batch[k] = normalize(padded[read])
+            normalize(padded[read], out=batch[k])
         pred = predict(batch)
         if out is None:
             out = np.empty(grid.shape + (pred.shape[-1],), np.float32)
-        _write_cores(out, pred, chunk, grid)
+        _write_cores(out, pred, chunk, (top, left))
         done = start + len(chunk)
         yield done, total, f"tile {done}/{total}"
     assert out is not None
     return out
 
 
-def _write_cores(out: np.ndarray, pred: np.ndarray, chunk, grid: TileGrid) -> None:
-    h = grid.halo
-    for k, (_, write) in enumerate(chunk):
-        rows = write[0].stop - write[0].start
-        cols = write[1].stop - write[1].start
-        out[write] = pred[k, h : h + rows, h : h + cols]
+def _write_cores(out: np.ndarray, pred: np.ndarray, chunk, origin: tuple[int, int]) -> None:
+    """Copy each tile's core (``write`` in image coordinates; ``origin`` = top/left padding)
+    from its prediction into ``out``."""
+    for k, (read, write) in enumerate(chunk):
+        keep = tuple(slice(w.start + o - r.start, w.stop + o - r.start)
+                     for r, w, o in zip(read, write, origin, strict=True))
+        out[write] = pred[(k, *keep)]
 
 
 def run(
@@ -149,7 +194,7 @@ def predict_whole(model: Any, image: np.ndarray, stride: int = 16) -> np.ndarray
     Used to check tiling; memory grows with the image, so use :func:`predict_tiled` for work.
     """
     image = to_rgb_uint8(image)
-    grid = make_grid(image.shape[:2], tile=10**9, halo=0, stride=stride)
+    grid = fit_grid(image.shape[:2], tile=10**9, halo=0, stride=stride)
     padded = normalize(pad_image(image, grid))[None]
     pred = _batch_predictor(model)(padded)[0]
     return pred[: image.shape[0], : image.shape[1]].astype(np.float32)

@@ -23,7 +23,7 @@ class Segmenter:
     stride : int
         Input sides must be multiples of it.
     tile, halo, batch_size : int
-        Tiling (see :func:`nucleoseg.inference.tiling.make_grid`).
+        Tiling (see :func:`nucleoseg.inference.tiling.fit_grid`).
     params : PostprocessParams
         Thresholds and sizes for :func:`probabilities_to_labels`.
     card : dict

@@ -1,12 +1,21 @@
-"""Tile grid for seam-free inference (pure numpy).
+"""Tile grids for seam-free inference (pure numpy).
 
-Design (csbdeep-style centre cropping rather than blending): the image is padded once by
-reflection so that it splits into ``n_rows x n_cols`` *cores* of ``core = tile - 2 * halo``
-pixels, and every tile reads its core plus ``halo`` pixels of context on each side. Only the
-core of each tile's prediction is kept, so every output pixel comes from exactly one tile
-and no blending weights are needed. When ``halo`` covers the model's receptive field and the
-tile offsets are multiples of the model's stride, tiled output equals the output of the
-model run on the whole padded image.
+Design (csbdeep-style centre cropping rather than blending): every tile reads its *core*
+plus at least ``halo`` pixels of context wherever a neighbouring tile takes over, and only
+the core of each tile's prediction is kept, so every output pixel comes from exactly one
+tile and no blending weights are needed. When the context covers the model's receptive
+field and the tile offsets are multiples of the model's stride, tiled output equals the
+output of the model run on the whole image.
+
+Two grids follow that rule:
+
+* :func:`fit_grid` (in-memory images): equal tiles placed from edge to edge, so context is
+  computed only where tiles meet, never for reflected borders. On a 4096² image with
+  2176² tiles and a 64 px halo the model sees 6.3 % more pixels than the image has, where
+  the uniform grid sees 12.9 %.
+* :func:`make_grid` (whole slides): the image is reflect-padded by ``halo`` on every side
+  and cut into equal cores, so any block of whole cores can be computed on its own with
+  its real neighbouring pixels as context (:mod:`nucleoseg.inference.wsi`).
 """
 
 from __future__ import annotations
@@ -62,8 +71,8 @@ class TileGrid:
         """Yield ``(read, write)`` slice pairs, row-major.
 
         ``read`` indexes the padded image (a full ``tile``); ``write`` indexes the output
-        ``(H, W)`` array; the tile's core is ``pred[halo:halo + rows, halo:halo + cols]``
-        where rows/cols are the extents of ``write``.
+        ``(H, W)`` array; the tile's core starts at ``write.start + top padding -
+        read.start`` in the tile (here: ``halo``) and has the extent of ``write``.
         """
         (nr, nc), (cr, cc) = self.n_tiles, self.core
         th, tw = self.tile
@@ -94,17 +103,7 @@ def make_grid(
     ValueError
         If ``tile`` leaves no core after removing the halo.
     """
-    if stride < 1:
-        raise ValueError("stride must be >= 1")
-    halo = -(-max(int(halo), 0) // stride) * stride
-    tile = (int(tile) // stride) * stride
-    if tile - 2 * halo < stride:
-        raise ValueError(
-            f"tile size {tile} leaves no core after a halo of {halo} on each side; "
-            f"use a tile of at least {2 * halo + stride}"
-        )
-    if min(shape[:2]) < 1:
-        raise ValueError(f"image side {min(shape[:2])} is empty")
+    halo, tile = _check_tiling(shape, tile, halo, stride)
     whole = [-(-int(n) // stride) * stride for n in shape[:2]]
     if max(whole) <= tile:
         # one tile holds the image: no seams, so no halo; the borders get no reflected
@@ -121,7 +120,116 @@ def make_grid(
     return TileGrid((int(shape[0]), int(shape[1])), (sides[0], sides[1]), halo)
 
 
-def pad_image(image: np.ndarray, grid: TileGrid) -> np.ndarray:
+@dataclass(frozen=True)
+class FitGrid:
+    """Equal tiles placed edge to edge over an ``(H, W)`` image (see :func:`fit_grid`).
+
+    Attributes
+    ----------
+    shape : tuple of int
+        ``(H, W)`` of the image.
+    tile : tuple of int
+        ``(th, tw)`` of every tile read by the model (multiples of the stride).
+    starts : tuple of tuple of int
+        Per axis, where each tile starts (multiples of the stride; first 0, last
+        ``padded side - tile side``).
+    cuts : tuple of tuple of int
+        Per axis, the core boundaries: tile ``i`` keeps ``[cuts[i], cuts[i + 1])``.
+    """
+
+    shape: tuple[int, int]
+    tile: tuple[int, int]
+    starts: tuple[tuple[int, ...], tuple[int, ...]]
+    cuts: tuple[tuple[int, ...], tuple[int, ...]]
+
+    @property
+    def n_tiles(self) -> tuple[int, int]:
+        return (len(self.starts[0]), len(self.starts[1]))
+
+    def __len__(self) -> int:
+        return self.n_tiles[0] * self.n_tiles[1]
+
+    @property
+    def padding(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        """Bottom/right padding (less than one stride) that makes the last tiles fit."""
+        return tuple((0, s[-1] + t - n) for s, t, n in
+                     zip(self.starts, self.tile, self.shape, strict=True))
+
+    def tiles(self) -> Iterator[tuple[tuple[slice, slice], tuple[slice, slice]]]:
+        """Yield ``(read, write)`` slice pairs, row-major, as :meth:`TileGrid.tiles`."""
+        (rs, cs), (rc, cc), (th, tw) = self.starts, self.cuts, self.tile
+        for i, r in enumerate(rs):
+            for j, c in enumerate(cs):
+                yield ((slice(r, r + th), slice(c, c + tw)),
+                       (slice(rc[i], rc[i + 1]), slice(cc[j], cc[j + 1])))
+
+
+def _fit_axis(n: int, tile: int, halo: int, stride: int) -> tuple[int, list[int], list[int]]:
+    """Tile side, tile starts and core cuts for one axis of ``n`` pixels."""
+    side = -(-n // stride) * stride
+    if side <= tile:
+        return side, [0], [0, n]
+    count = max(2, -(-(side - 2 * halo) // (tile - 2 * halo)))
+    while True:
+        # smallest tile whose neighbours overlap by 2 * halo once starts snap to the stride
+        t = -(-(side + 2 * halo * (count - 1)) // count)
+        t = -(-t // stride) * stride
+        while True:
+            starts = [(k * (side - t) // (count - 1)) // stride * stride for k in range(count)]
+            if all(b - a <= t - 2 * halo for a, b in zip(starts[:-1], starts[1:], strict=True)):
+                break
+            t += stride
+        if t <= tile:
+            break
+        count += 1
+    cuts = [0] + [b + (a + t - b) // 2 for a, b in zip(starts[:-1], starts[1:], strict=True)] + [n]
+    return t, starts, cuts
+
+
+def fit_grid(
+    shape: tuple[int, int], tile: int = 512, halo: int = 32, stride: int = 16
+) -> FitGrid:
+    """Choose equal tiles of at most ``tile`` px that cover an image of ``shape`` edge to edge.
+
+    Per axis: a side that fits in one tile (rounded up to ``stride``) is one tile with no
+    context; otherwise the fewest tiles of at most ``tile`` px whose neighbours overlap by
+    at least ``2 * halo``, each keeping the half of every overlap nearer to it (so at least
+    ``halo`` px of real context on every side where tiles meet). The first tile starts at
+    0, the last ends at the side rounded up to ``stride``; the image is padded by
+    reflection at the bottom/right by less than one stride.
+
+    Raises
+    ------
+    ValueError
+        If ``tile`` leaves no core after removing the halo, or the image is empty.
+    """
+    halo, tile = _check_tiling(shape, tile, halo, stride)
+    axes = [_fit_axis(int(n), tile, halo, stride) for n in shape[:2]]
+    return FitGrid(
+        (int(shape[0]), int(shape[1])),
+        (axes[0][0], axes[1][0]),
+        (tuple(axes[0][1]), tuple(axes[1][1])),
+        (tuple(axes[0][2]), tuple(axes[1][2])),
+    )
+
+
+def _check_tiling(shape, tile: int, halo: int, stride: int) -> tuple[int, int]:
+    """Validate tiling settings; return ``halo`` rounded up and ``tile`` down to ``stride``."""
+    if stride < 1:
+        raise ValueError("stride must be >= 1")
+    halo = -(-max(int(halo), 0) // stride) * stride
+    tile = (int(tile) // stride) * stride
+    if tile - 2 * halo < stride:
+        raise ValueError(
+            f"tile size {tile} leaves no core after a halo of {halo} on each side; "
+            f"use a tile of at least {2 * halo + stride}"
+        )
+    if min(shape[:2]) < 1:
+        raise ValueError(f"image side {min(shape[:2])} is empty")
+    return halo, tile
+
+
+def pad_image(image: np.ndarray, grid: TileGrid | FitGrid) -> np.ndarray:
     """Pad ``image`` (``(H, W, ...)``) by reflection as ``grid.padding`` says.
 
     Reflection falls back to edge padding where a side is shorter than the padding.

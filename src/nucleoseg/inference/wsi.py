@@ -164,8 +164,8 @@ def plan_slide(
         lh, lw = slide.level_shape(level)
         shape = (max(1, round(lh * scale)), max(1, round(lw * scale)))
         to_level0 = slide.downsample(level) / scale
-        # one tile grid for the whole slide, chosen exactly as for an in-memory image (fewest
-        # tiles, shrunk evenly), so the two paths compute every pixel in the same tile
+        # one grid of equal cores for the whole slide (fewest tiles, shrunk evenly), so any
+        # block of cores computes every pixel in the same tile as one run over the slide
         grid = make_grid(shape, tile=seg.tile, halo=seg.halo, stride=seg.stride)
         tile, halo, core = grid.tile, grid.halo, grid.core
         want = block or 2 * (seg.tile - 2 * halo)
