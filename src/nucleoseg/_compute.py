@@ -132,7 +132,7 @@ def _segment(conn, stop, cache, model: str, image, settings: dict, device: str =
                 return done.value
 
     if device == "auto":
-        return drive()
+        return {"labels": drive(), "precision": seg.precision}
     if device == "GPU" and "GPU" not in _devices(conn, stop, cache):
         import keras
 
@@ -141,7 +141,7 @@ def _segment(conn, stop, cache, model: str, image, settings: dict, device: str =
     import keras
 
     with keras.device("gpu:0" if device == "GPU" else "cpu:0"):
-        return drive()
+        return {"labels": drive(), "precision": seg.precision}
 
 
 def _segment_slide(conn, stop, cache, slide: str, model: str, settings: dict,

@@ -80,6 +80,14 @@ def test_segment_real_image_and_viewer_stays_responsive(make_napari_viewer, qtbo
     assert len(ticks) > 10  # the Qt event loop kept turning while the worker ran
     assert any(p[0] > 0 for p in progress)
     assert widget._run.enabled and not widget._cancel.enabled
+    # the status names the count, the time and the precision "auto" resolved to (Keras
+    # is not imported here: TensorFlow and the GL context cannot share this process)
+    from nucleoseg.models.precision import cpu_has_native_bfloat16
+
+    status = widget._status.value
+    assert status.startswith(f"{int(labels.data.max())} nuclei in ") and " s (" in status
+    precision = status.rsplit("(", 1)[1].rstrip(")")
+    assert precision == ("bfloat16" if cpu_has_native_bfloat16() else "float32")
 
 
 def test_cancel_stops_within_a_batch_and_adds_no_layer(make_napari_viewer, qtbot, he_image):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from magicgui.widgets import (
     CheckBox,
     ComboBox,
@@ -145,7 +147,7 @@ class SegmentWidget(ComputeWidget):
             return (yield from compute.run("segment", model=model, image=image,
                                            settings=settings, device=device))
 
-        self._start(work(), lambda labels: self._on_done(labels, name, transform))
+        self._start(work(), lambda result: self._on_done(result, name, transform))
 
     def _run_view(self, layer) -> None:
         """Segment the part of the layer on screen, at full resolution."""
@@ -171,7 +173,7 @@ class SegmentWidget(ComputeWidget):
             return (yield from compute.run("segment", model=model, image=image,
                                            settings=settings, device=device))
 
-        self._start(work(), lambda labels: self._on_done(labels, name, transform))
+        self._start(work(), lambda result: self._on_done(result, name, transform))
 
     def _run_slide(self, layer, slide: str) -> None:
         """Block-wise whole-slide segmentation into a zarr store, shown lazily."""
@@ -210,6 +212,7 @@ class SegmentWidget(ComputeWidget):
         worker.finished.connect(self._on_finished)
         self._worker = worker
         self._set_busy(True)
+        self._started = time.perf_counter()
         self._status.value = "starting..."
         from napari.utils import progress
 
@@ -231,12 +234,15 @@ class SegmentWidget(ComputeWidget):
         pbar.set_description(f"NucleoSeg: {message}")
         pbar.refresh()
 
-    def _on_done(self, labels, name: str, transform: dict) -> None:
+    def _on_done(self, result: dict, name: str, transform: dict) -> None:
+        labels = result["labels"]
         if name in self._viewer.layers:
             self._viewer.layers[name].data = labels
         else:
             self._viewer.add_labels(labels, name=name, **transform)
-        self._status.value = f"{int(labels.max())} nuclei"
+        seconds = time.perf_counter() - self._started
+        self._status.value = (f"{int(labels.max())} nuclei in {seconds:.1f} s "
+                              f"({result['precision']})")
 
     def _on_error(self, exc: BaseException) -> None:
         if isinstance(exc, Cancelled):
