@@ -31,7 +31,7 @@ def normalize(image: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     return np.multiply(image, np.float32(1.0 / 255.0), out=out, dtype=np.float32)
 
 
-# per model, one Keras predict function per input shape (see _predict_static)
+# per model, one Keras predict function per input shape (see predict_batch)
 _PREDICT_FUNCTIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _KEEP_SHAPES = 8
 
@@ -44,8 +44,9 @@ class _QuietRetracing(logging.Filter):
         return "triggered tf.function retracing" not in record.getMessage()
 
 
-def _predict_static(model: Any, x: np.ndarray) -> np.ndarray:
-    """``model.predict_on_batch(x)`` with a predict function traced for ``x.shape`` alone.
+def predict_batch(model: Any, x: np.ndarray) -> np.ndarray:
+    """``model.predict_on_batch(x)`` (a Keras model) with a predict function traced for
+    ``x.shape`` alone; returns a numpy array.
 
     Keras' TensorFlow predict function relaxes its input signature to partly unknown sizes
     once it has seen two shapes, and TensorFlow's dilated convolutions (DeepLabV3+'s ASPP)
@@ -70,7 +71,7 @@ _QUIET = _QuietRetracing()
 
 def _batch_predictor(model: Any) -> Callable[[np.ndarray], np.ndarray]:
     if hasattr(model, "make_predict_function") and hasattr(model, "predict_on_batch"):
-        return lambda x: _predict_static(model, x)
+        return lambda x: predict_batch(model, x)
     if hasattr(model, "predict_on_batch"):
         return lambda x: np.asarray(model.predict_on_batch(x))
     if callable(model):
