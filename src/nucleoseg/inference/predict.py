@@ -44,6 +44,9 @@ class _QuietRetracing(logging.Filter):
         return "triggered tf.function retracing" not in record.getMessage()
 
 
+_QUIET = _QuietRetracing()
+
+
 def predict_batch(model: Any, x: np.ndarray) -> np.ndarray:
     """``model.predict_on_batch(x)`` (a Keras model) with a predict function traced for
     ``x.shape`` alone; returns a numpy array.
@@ -65,8 +68,6 @@ def predict_batch(model: Any, x: np.ndarray) -> np.ndarray:
     model.predict_function = functions[key]
     return np.asarray(model.predict_on_batch(x))
 
-
-_QUIET = _QuietRetracing()
 
 
 def _batch_predictor(model: Any) -> Callable[[np.ndarray], np.ndarray]:
