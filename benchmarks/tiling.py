@@ -50,9 +50,9 @@ def main() -> None:
     import keras
 
     from nucleoseg.inference.postprocess import probabilities_to_labels
-    from nucleoseg.inference.predict import normalize, run
+    from nucleoseg.inference.predict import normalize, predict_batch, run
     from nucleoseg.inference.segment import Segmenter
-    from nucleoseg.inference.tiling import make_grid
+    from nucleoseg.inference.tiling import fit_grid
 
     image = big_image(args.size, args.data)
     mp = image.shape[0] * image.shape[1] / 1e6
@@ -64,15 +64,15 @@ def main() -> None:
         # bare: the model alone on non-overlapping tiles that cover exactly the image pixels
         n_bare = (-(-image.shape[0] // args.tile)) * (-(-image.shape[1] // args.tile))
         x = normalize(image[: args.tile, : args.tile])[None].repeat(args.batch, axis=0)
-        seg.model.predict_on_batch(x)  # compile
+        predict_batch(seg.model, x)  # compile
         bare = []
         for _ in range(args.repeats):
             t0 = time.perf_counter()
             for _ in range(0, n_bare, args.batch):
-                np.asarray(seg.model.predict_on_batch(x))
+                predict_batch(seg.model, x)
             bare.append(time.perf_counter() - t0)
         bare_mps = n_bare * args.tile**2 / 1e6 / min(bare)
-        grid = make_grid(image.shape[:2], seg.tile, seg.halo, seg.stride)
+        grid = fit_grid(image.shape[:2], seg.tile, seg.halo, seg.stride)
         tiled = []
         for _ in range(args.repeats):
             t0 = time.perf_counter()
