@@ -71,10 +71,8 @@ def predict_batch(model: Any, x: np.ndarray) -> np.ndarray:
 
 
 def _batch_predictor(model: Any) -> Callable[[np.ndarray], np.ndarray]:
-    if hasattr(model, "make_predict_function") and hasattr(model, "predict_on_batch"):
+    if hasattr(model, "make_predict_function"):  # a Keras model
         return lambda x: predict_batch(model, x)
-    if hasattr(model, "predict_on_batch"):
-        return lambda x: np.asarray(model.predict_on_batch(x))
     if callable(model):
         return lambda x: np.asarray(model(x))
     raise TypeError("model must be a keras.Model or a callable on (B, H, W, 3) float32 arrays")
