@@ -23,7 +23,7 @@ def test_wheel_carries_manifest_and_weights(tmp_path):
         entry_points = next(n for n in names if n.endswith("entry_points.txt"))
         ep = zf.read(entry_points).decode()
     assert "nucleoseg/napari.yaml" in names
-    for model in ("unet", "segnet", "deeplabv3", "se_unet"):
+    for model in ("unet", "unet_lite", "segnet", "deeplabv3", "se_unet"):
         assert f"nucleoseg/weights/{model}.keras" in names
         assert f"nucleoseg/weights/{model}.json" in names
     assert "napari-nucleoseg = nucleoseg:napari.yaml" in ep

@@ -6,7 +6,7 @@ import pytest
 
 from nucleoseg.models.weights import available_models, load_model, sha256, shipped_dir
 
-SHIPPED = ["unet", "segnet", "deeplabv3", "se_unet"]
+SHIPPED = ["unet", "unet_lite", "segnet", "deeplabv3", "se_unet"]
 
 
 def test_every_shipped_model_has_a_complete_card():

@@ -5,6 +5,7 @@ from nucleoseg.models.registry import MODELS, build, resolve, total_stride
 
 SMALL = {
     "unet": {"depth": 2, "base_filters": 4},
+    "unet_lite": {"depth": 2},
     "se_unet": {"depth": 2, "base_filters": 4},
     "segnet": {"depth": 2, "base_filters": 4},
     "deeplabv3": {"alpha": 0.35, "aspp_filters": 16, "decoder_filters": 16},

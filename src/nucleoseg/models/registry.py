@@ -34,6 +34,10 @@ class ModelSpec:
 
 MODELS: dict[str, ModelSpec] = {
     "unet": ModelSpec("unet:build_unet", "UNet, 4 levels", {"depth": 4, "base_filters": 32}),
+    "unet_lite": ModelSpec(
+        "unet:build_unet", "UNet, 4 levels, 8 base filters: fast (14x fewer FLOPs), less accurate",
+        {"depth": 4, "base_filters": 8},
+    ),
     "se_unet": ModelSpec(
         "unet:build_unet",
         "UNet with squeeze-excitation, one conv per block",
