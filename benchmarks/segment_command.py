@@ -23,13 +23,16 @@ from pathlib import Path
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("models", nargs="*", default=["unet", "segnet", "deeplabv3", "se_unet"])
+    ap.add_argument("models", nargs="*", help="default: every shipped model")
     ap.add_argument("--size", type=int, default=4096)
     ap.add_argument("--data")
     ap.add_argument("--label", default="", help="a name for this configuration in the table")
     ap.add_argument("--extra", nargs=argparse.REMAINDER, default=[],
                     help="more arguments for `nucleoseg segment` (must come last)")
     args = ap.parse_args()
+    from nucleoseg.models.weights import shipped_models
+
+    args.models = args.models or shipped_models()
 
     import tifffile
     from tiling import big_image

@@ -60,7 +60,7 @@ def flops_per_pixel(model, side: int = 256) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("models", nargs="*", default=["unet", "segnet", "deeplabv3", "se_unet"])
+    ap.add_argument("models", nargs="*", help="default: every shipped model")
     ap.add_argument("--size", type=int, default=4096)
     ap.add_argument("--data", default=None)
     ap.add_argument("--precision", nargs="+", default=["float32", "auto"],
@@ -69,6 +69,9 @@ def main() -> None:
     ap.add_argument("--halo", type=int, help="halo (default: each model card's)")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds")
     args = ap.parse_args()
+    from nucleoseg.models.weights import shipped_models
+
+    args.models = args.models or shipped_models()
 
     import tempfile
     from pathlib import Path

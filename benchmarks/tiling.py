@@ -38,7 +38,7 @@ def big_image(size: int, data: str | None) -> np.ndarray:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("models", nargs="*", default=["unet", "segnet", "deeplabv3"])
+    ap.add_argument("models", nargs="*", help="default: every shipped model")
     ap.add_argument("--size", type=int, default=4096)
     ap.add_argument("--tile", type=int, default=1024)
     ap.add_argument("--halo", type=int, default=32)
@@ -46,6 +46,9 @@ def main() -> None:
     ap.add_argument("--data", default=None)
     ap.add_argument("--repeats", type=int, default=2)
     args = ap.parse_args()
+    from nucleoseg.models.weights import shipped_models
+
+    args.models = args.models or shipped_models()
 
     import keras
 

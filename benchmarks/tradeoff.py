@@ -24,12 +24,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("models", nargs="*", default=["unet", "unet_lite", "segnet", "se_unet",
-                                                  "deeplabv3"])
+    ap.add_argument("models", nargs="*", help="default: every shipped model")
     ap.add_argument("--size", type=int, default=4096)
     ap.add_argument("--data", default=None)
     ap.add_argument("--rounds", type=int, default=2, help="interleaved timing rounds")
     args = ap.parse_args()
+    from nucleoseg.models.weights import shipped_models
+
+    args.models = args.models or shipped_models()
 
     import tifffile
     from throughput import flops_per_pixel

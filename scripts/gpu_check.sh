@@ -6,8 +6,8 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
   --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD/src KERAS_BACKEND=jax NUCLEOSEG_USER_MODELS=/tmp/usermodels \
   PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
-for m in unet segnet deeplabv3 se_unet; do
+for m in unet unet_lite segnet deeplabv3 se_unet; do
   python3 scripts/gpu_parity.py "$m" "$1" "$OUT/parity_$m.npz" 2>&1 | tail -1
 done
 python3 benchmarks/tiling.py --data "$1" --size 8192 --tile 2048 --batch 4 \
-  unet segnet deeplabv3 se_unet 2>&1 | grep -v -E "^(W|I|E)[0-9]{4} " | tee "$OUT/tiling_gpu.txt"
+  unet unet_lite segnet deeplabv3 se_unet 2>&1 | grep -v -E "^(W|I|E)[0-9]{4} " | tee "$OUT/tiling_gpu.txt"

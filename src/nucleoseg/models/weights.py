@@ -76,6 +76,11 @@ def available_models() -> list[dict[str, Any]]:
     return found
 
 
+def shipped_models() -> list[str]:
+    """Names of the shipped models, in the registry's order."""
+    return [m["name"] for m in available_models() if m["source"] == "shipped"]
+
+
 def resolve_model_path(name_or_path: str | Path) -> Path:
     """A model name (shipped or user) or a ``.keras`` path to an existing ``.keras`` path."""
     p = Path(name_or_path)
