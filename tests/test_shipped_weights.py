@@ -4,14 +4,13 @@ import json
 
 import pytest
 
-from nucleoseg.models.weights import available_models, load_model, sha256, shipped_dir
+from nucleoseg.models.weights import load_model, sha256, shipped_dir, shipped_models
 
 SHIPPED = ["unet", "unet_lite", "segnet", "deeplabv3", "se_unet"]
 
 
 def test_every_shipped_model_has_a_complete_card():
-    names = [m["name"] for m in available_models() if m["source"] == "shipped"]
-    assert set(SHIPPED) <= set(names)
+    assert set(SHIPPED) <= set(shipped_models())
     for name in SHIPPED:
         path = shipped_dir() / f"{name}.keras"
         card = json.loads(path.with_suffix(".json").read_text())
