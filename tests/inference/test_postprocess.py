@@ -88,3 +88,34 @@ def test_fill_holes_equals_scipy():
     ring[4, 4] = False
     assert fill_holes(ring)[4, 4] and not fill_holes(np.zeros((3, 3), bool)).any()
     assert fill_holes(np.ones((3, 3), bool)).all()
+
+
+def test_unmarked_pieces_numbered_as_a_second_labelling_would():
+    """probabilities_to_labels == flood, then label the unflooded rest, then relabel."""
+    from scipy import ndimage as ndi
+
+    from nucleoseg.inference.postprocess import drop_small_and_relabel, fill_holes, flood_markers
+
+    params = PostprocessParams(threshold=0.5, interior_threshold=0.6, min_size=20,
+                               min_marker_size=4)
+    for seed in range(4):
+        mask, interior = _touching_discs(seed)
+        nucleus = np.where(mask, 0.9, 0.1).astype(np.float32)
+        # blank the interior of some discs: their pieces have no marker
+        rng = np.random.default_rng(seed)
+        pieces, n = ndi.label(mask)
+        blank = np.isin(pieces, rng.choice(np.arange(1, n + 1), n // 3, replace=False))
+        interior = np.where(blank, 0.0, interior).astype(np.float32)
+        probs = np.stack([nucleus, interior], -1)
+        got = probabilities_to_labels(probs, params)
+
+        fg = fill_holes(nucleus >= params.threshold)
+        markers, m = ndi.label((interior >= params.interior_threshold) & fg)
+        small = np.bincount(markers.ravel(), minlength=m + 1) < params.min_marker_size
+        small[0] = False
+        markers[small[markers]] = 0
+        ref = flood_markers(-interior, markers, fg)
+        rest, n_rest = ndi.label(fg & (ref == 0))
+        assert n_rest > 0
+        ref[rest > 0] = rest[rest > 0] + ref.max()
+        np.testing.assert_array_equal(got, drop_small_and_relabel(ref, params.min_size))

@@ -1,0 +1,65 @@
+"""A/B of post-processing: another revision's ``postprocess.py`` against the current one.
+
+Runs both on the same probabilities of a ``--size``² image, per model, checks that the labels
+are identical and prints the best of ``--rounds`` interleaved timings. Usage:
+
+    git show REV:src/nucleoseg/inference/postprocess.py > /tmp/postprocess_old.py
+    python benchmarks/postprocess_ab.py /tmp/postprocess_old.py [--size 4096] [MODEL ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import sys
+import time
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("old", help="path of the other revision's postprocess.py")
+    ap.add_argument("models", nargs="*", help="default: every shipped model")
+    ap.add_argument("--size", type=int, default=4096)
+    ap.add_argument("--data", default=None)
+    ap.add_argument("--rounds", type=int, default=5)
+    args = ap.parse_args()
+
+    from tiling import big_image
+
+    from nucleoseg.inference import postprocess as new
+    from nucleoseg.inference.predict import run
+    from nucleoseg.inference.segment import Segmenter
+    from nucleoseg.models.weights import shipped_models
+
+    spec = importlib.util.spec_from_file_location("postprocess_old", args.old)
+    old = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = old  # dataclasses look their module up
+    spec.loader.exec_module(old)
+
+    image = big_image(args.size, args.data)
+    mp = image.shape[0] * image.shape[1] / 1e6
+    print(f"post-processing of one {args.size}x{args.size} image ({mp:.1f} MP), seconds, best of "
+          f"{args.rounds} interleaved rounds")
+    for name in args.models or shipped_models():
+        seg = Segmenter.load(name)
+        probs = run(seg.probabilities(image))
+        a = old.probabilities_to_labels(probs, seg.params)
+        b = new.probabilities_to_labels(probs, seg.params)
+        best = {"old": float("inf"), "new": float("inf")}
+        for _ in range(args.rounds):
+            for key, module in (("old", old), ("new", new)):
+                t0 = time.perf_counter()
+                module.probabilities_to_labels(probs, seg.params)
+                best[key] = min(best[key], time.perf_counter() - t0)
+        print(f"{name:<10} {seg.precision:>9}  old {best['old']:.3f}  new {best['new']:.3f}  "
+              f"new/old {best['new'] / best['old']:.2f}  labels identical: "
+              f"{bool(np.array_equal(a, b))} ({int(b.max())} nuclei)")
+
+
+if __name__ == "__main__":
+    main()
