@@ -61,6 +61,7 @@ def test_flood_markers_matches_whole_image_watershed():
         markers, n = ndi.label(interior >= 0.5)
         ref = watershed(-interior, markers, mask=mask)
         got = flood_markers(-interior, markers, mask)
+        np.testing.assert_array_equal(flood_markers(interior, markers, mask, invert=True), got)
         assert got.dtype == np.int32 and got.shape == ref.shape
         assert set(np.unique(got)) == set(np.unique(ref))  # every marker floods a region
         assert ((got > 0) == (ref > 0)).all()

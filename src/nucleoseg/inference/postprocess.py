@@ -44,7 +44,11 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
 
 
 def flood_markers(
-    elevation: np.ndarray, markers: np.ndarray, mask: np.ndarray, number_unmarked: bool = False
+    elevation: np.ndarray,
+    markers: np.ndarray,
+    mask: np.ndarray,
+    number_unmarked: bool = False,
+    invert: bool = False,
 ) -> np.ndarray:
     """``skimage.segmentation.watershed(elevation, markers, mask=mask)``, computed only where
     it can make a difference.
@@ -57,7 +61,8 @@ def flood_markers(
 
     With ``number_unmarked``, pieces holding no marker become objects too, numbered after
     the largest marker id in raster order of their first pixel (what labelling the unflooded
-    rest of the mask would give, without a second labelling pass).
+    rest of the mask would give, without a second labelling pass). With ``invert``, the flood
+    runs on ``-elevation`` (highest values first), negated only inside the flooded boxes.
     """
     from scipy import ndimage as ndi
     from skimage.segmentation import watershed
@@ -88,7 +93,8 @@ def flood_markers(
     for piece in np.flatnonzero(count > 1):
         box = boxes[piece - 1]
         inside = pieces[box] == piece
-        flooded = watershed(elevation[box], np.where(inside, markers[box], 0), mask=inside)
+        height = -elevation[box] if invert else elevation[box]
+        flooded = watershed(height, np.where(inside, markers[box], 0), mask=inside)
         labels[box][inside] = flooded[inside]
     return labels
 
@@ -122,12 +128,9 @@ def probabilities_to_labels(
     if probs.shape[-1] > 1:
         interior = probs[..., 1]
         seeds = (interior >= p.interior_threshold) & fg
-        elevation = -interior
     else:
-        dist = ndi.distance_transform_edt(fg)
-        interior = dist
-        seeds = dist >= 2.5
-        elevation = -dist
+        interior = ndi.distance_transform_edt(fg)  # markers from the distance to background
+        seeds = interior >= 2.5
     markers, n = ndi.label(seeds)
     if p.min_marker_size > 1 and n:
         # touch only seed pixels (a small part of the image)
@@ -136,7 +139,7 @@ def probabilities_to_labels(
         small = np.bincount(ids, minlength=n + 1) < p.min_marker_size
         markers.ravel()[at[small[ids]]] = 0
     # foreground pieces without a marker become objects of their own
-    labels = flood_markers(elevation, markers, fg, number_unmarked=True)
+    labels = flood_markers(interior, markers, fg, number_unmarked=True, invert=True)
     return drop_small_and_relabel(labels, p.min_size)
 
 
