@@ -39,6 +39,7 @@ def main() -> None:
 
     from nucleoseg.cli import main as cli
     from nucleoseg.inference.segment import Segmenter
+    from nucleoseg.models.precision import resolve_precision
     from nucleoseg.models.weights import shipped_dir
 
     image = big_image(args.size, args.data)
@@ -49,8 +50,7 @@ def main() -> None:
     rows = {}
     for name in args.models:
         card = json.loads((shipped_dir() / f"{name}.json").read_text())
-        seg = Segmenter.load(name)
-        rows[name] = {"card": card, "precision": seg.precision,
+        rows[name] = {"card": card, "precision": resolve_precision("auto", card),
                       "kflop": flops_per_pixel(Segmenter.load(name, precision="float32").model)
                       / 1e3, "seconds": float("inf")}
         cli(["segment", str(tmp / "image.tif"), "-o", str(tmp / "labels.tif"), "-m", name, "-q"])
