@@ -66,6 +66,34 @@ def test_bad_input_gives_one_line(tmp_path, capsys, argv, message):
     assert "Traceback" not in capsys.readouterr().err
 
 
+def test_a_folder_with_one_bad_image_writes_the_others(tmp_path, threshold_model_path, capsys):
+    import tifffile
+
+    from _helpers import synthetic_nuclei
+
+    names = []
+    for k in range(3):
+        names.append(tmp_path / f"im{k}.tif")
+        tifffile.imwrite(names[-1], synthetic_nuclei((90, 110), n=6, seed=k)[0])
+    # a valid header over NaN pixels: found only once the pixels are read, mid-run
+    tifffile.imwrite(tmp_path / "im1.tif", np.full((90, 110, 3), np.nan, np.float32))
+    out = tmp_path / "out"
+    argv = ["segment", *map(str, names), "--out-dir", str(out), "-m",
+            str(threshold_model_path), "-q", "--geojson"]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.err.strip().splitlines()[-1] == (
+        "nucleoseg: error: 1 of 3 images failed (im1.tif); the others were written")
+    assert "im1.tif failed: im1.tif contains NaN" in captured.err
+    lines = captured.out.splitlines()
+    assert lines[0].startswith("im0.tif: ") and lines[2].startswith("im2.tif: ")  # in order
+    assert "QuPath GeoJSON" in lines[1]
+    for k in (0, 2):
+        assert tifffile.imread(out / f"im{k}_labels.tif").max() >= 3
+        assert (out / f"im{k}_labels.geojson").exists()
+    assert not (out / "im1_labels.tif").exists()
+
+
 @pytest.mark.parametrize("kind", ["gray16", "rgba16", "gray_float", "one_channel"])
 def test_other_layouts_are_converted_and_segmented(tmp_path, tiny_unet_path, kind):
     import tifffile

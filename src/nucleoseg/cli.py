@@ -89,20 +89,55 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _segment_images(pairs: list[tuple[Path, Path]], args: argparse.Namespace) -> None:
-    from .inference.predict import run
+    """Images in memory, one after another; the next one is read and the last one
+    post-processed and written while the model works (:func:`~nucleoseg.inference.batch.
+    segment_many`), so a folder of any size holds at most three images in memory."""
+    from .inference.batch import segment_many
     from .inference.segment import Segmenter
-    from .io.images import open_image
+    from .io.images import open_image, probe_image
     from .io.labels import write_labels
 
-    arrays = [open_image(p) for p, _ in pairs]  # fail fast on a bad input, before Keras
+    for path, _ in pairs:  # fail fast on what the headers tell, before Keras
+        probe_image(path)
     seg = Segmenter.load(args.model, precision=args.precision, **_settings(args))
-    for (path, out), image in zip(pairs, arrays, strict=True):
-        bar, update = _progress_bar(path.name, not args.quiet)
-        labels = run(seg.segment(image), update)
-        bar.close()
+    bars: dict[int, Any] = {}
+
+    def progress(i: int, done: int, total: int, msg: str) -> None:
+        if i not in bars:
+            for bar, _ in bars.values():
+                bar.close()
+            bars.clear()
+            bars[i] = _progress_bar(pairs[i][0].name, not args.quiet)
+        bars[i][1](done, total, msg)
+        if total > 0 and done == total:  # the model is done with it: clear the line
+            bars.pop(i)[0].close()
+
+    def save(i: int, image, labels) -> list[str]:
+        out = pairs[i][1]
         write_labels(out, labels)
-        print(f"{path.name}: {int(labels.max())} nuclei -> {out}")
-        _exports(args, out, labels, image)
+        return [f"{pairs[i][0].name}: {int(labels.max())} nuclei -> {out}",
+                *_exports(args, out, labels, image)]
+
+    failed = []
+    try:
+        for outcome in segment_many(seg, [p for p, _ in pairs], open_image, save,
+                                    progress=progress):
+            name = pairs[outcome.index][0].name
+            if outcome.error is not None:
+                failed.append((name, outcome.error))
+                if len(pairs) > 1:
+                    print(f"nucleoseg: {name} failed: {outcome.error}", file=sys.stderr)
+                continue
+            print("\n".join(outcome.saved))
+    finally:
+        for bar, _ in bars.values():
+            bar.close()
+    if failed and (len(pairs) == 1 or os.environ.get("NUCLEOSEG_DEBUG")):
+        raise failed[0][1]
+    if failed:
+        names = ", ".join(name for name, _ in failed[:5]) + (", ..." if len(failed) > 5 else "")
+        raise UsageError(f"{len(failed)} of {len(pairs)} images failed ({names}); "
+                         "the others were written")
 
 
 def _segment_slides(pairs: list[tuple[Path, Path]], args: argparse.Namespace) -> None:
@@ -174,16 +209,19 @@ def _segment_slides(pairs: list[tuple[Path, Path]], args: argparse.Namespace) ->
             client.close()
 
 
-def _exports(args: argparse.Namespace, out: Path, labels, image) -> None:
-    """QuPath GeoJSON and the per-nucleus CSV beside a labels file, when asked for."""
+def _exports(args: argparse.Namespace, out: Path, labels, image) -> list[str]:
+    """QuPath GeoJSON and the per-nucleus CSV beside a labels file, when asked for; returns
+    a line per file written."""
     from .io.geojson import measure_nuclei, write_geojson, write_measurements_csv
 
     stem = out.with_suffix("")
+    lines = []
     if args.measurements:
         rows = measure_nuclei(labels, image, args.mpp)
-        print(f"  measurements -> {write_measurements_csv(f'{stem}_nuclei.csv', rows)}")
+        lines.append(f"  measurements -> {write_measurements_csv(f'{stem}_nuclei.csv', rows)}")
     if args.geojson:
-        print(f"  QuPath GeoJSON -> {write_geojson(f'{stem}.geojson', labels)}")
+        lines.append(f"  QuPath GeoJSON -> {write_geojson(f'{stem}.geojson', labels)}")
+    return lines
 
 
 def _check_writable(out: Path) -> None:

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nucleoseg.io.images import ImageError, open_image, to_rgb_uint8
+from nucleoseg.io.images import ImageError, open_image, probe_image, to_rgb_uint8
 
 
 def test_rgb_uint8_passes_through():
@@ -68,20 +68,53 @@ def test_open_image_files(tmp_path):
     np.testing.assert_array_equal(out[..., 2], img[..., 0])
 
 
-def test_open_image_errors(tmp_path):
+@pytest.mark.parametrize("reader", [open_image, probe_image])
+def test_open_image_errors(tmp_path, reader):
     with pytest.raises(ImageError, match="not found"):
-        open_image(tmp_path / "missing.png")
+        reader(tmp_path / "missing.png")
     (tmp_path / "notes.png").write_text("not an image")
     with pytest.raises(ImageError, match="not an image|cannot read"):
-        open_image(tmp_path / "notes.png")
+        reader(tmp_path / "notes.png")
     with pytest.raises(ImageError, match="folder"):
-        open_image(tmp_path)
+        reader(tmp_path)
     (tmp_path / "trunc.tif").write_bytes(b"II*\x00\x08\x00\x00\x00\x01")
     with pytest.raises(ImageError):
-        open_image(tmp_path / "trunc.tif")
+        reader(tmp_path / "trunc.tif")
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "stack.tif", np.zeros((4, 5, 6, 7), np.uint8))
+    with pytest.raises(ImageError, match="expected a 2D image"):
+        reader(tmp_path / "stack.tif")
+    tifffile.imwrite(tmp_path / "complex.tif", np.zeros((5, 6), np.complex64))
+    with pytest.raises(ImageError, match="unsupported dtype"):
+        reader(tmp_path / "complex.tif")
 
 
-def test_too_large_tiff_is_refused_before_reading(tmp_path, monkeypatch):
+def test_probe_reads_headers_only(tmp_path):
+    import tifffile
+
+    rgb = np.zeros((30, 40, 3), np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "a.png")
+    Image.fromarray(rgb).convert("P").save(tmp_path / "p.png")  # palette: read as RGB
+    Image.fromarray(np.zeros((30, 40), np.uint16)).save(tmp_path / "g16.png")
+    tifffile.imwrite(tmp_path / "rgba.tif", np.zeros((30, 40, 4), np.uint16))
+    for name, dtype in [("a.png", np.uint8), ("p.png", np.uint8), ("g16.png", np.uint16),
+                        ("rgba.tif", np.uint16)]:
+        shape, dt = probe_image(tmp_path / name)
+        stored = np.asarray(Image.open(tmp_path / name).convert("RGB")) if name == "p.png" \
+            else tifffile.imread(tmp_path / name) if name.endswith(".tif") \
+            else np.asarray(Image.open(tmp_path / name))
+        assert shape == stored.shape and dt == dtype, name
+    # damaged pixel data behind a good header: the probe passes, reading fails
+    data = (tmp_path / "a.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[:60])
+    assert probe_image(tmp_path / "cut.png")[0] == (30, 40, 3)
+    with pytest.raises(ImageError, match="cannot read"):
+        open_image(tmp_path / "cut.png")
+
+
+@pytest.mark.parametrize("reader", [open_image, probe_image])
+def test_too_large_tiff_is_refused_before_reading(tmp_path, monkeypatch, reader):
     import tifffile
 
     import nucleoseg.io.images as images
@@ -89,4 +122,4 @@ def test_too_large_tiff_is_refused_before_reading(tmp_path, monkeypatch):
     tifffile.imwrite(tmp_path / "big.tif", np.zeros((30, 40, 3), np.uint8))
     monkeypatch.setattr(images, "MAX_IN_MEMORY_PIXELS", 1000)
     with pytest.raises(ImageError, match="block-wise as a slide"):
-        open_image(tmp_path / "big.tif")
+        reader(tmp_path / "big.tif")

@@ -48,19 +48,7 @@ def to_rgb_uint8(image: np.ndarray, name: str = "image") -> np.ndarray:
         Unsupported shape, channel count or dtype, empty image, NaN/inf values.
     """
     arr = np.asarray(image)
-    if arr.dtype == bool or np.iscomplexobj(arr) or arr.dtype.kind not in "uif":
-        raise ImageError(f"{name} has unsupported dtype {arr.dtype}; expected integers or floats")
-    if arr.ndim == 3 and arr.shape[-1] in (1, 2, 3, 4):
-        channels = arr.shape[-1]
-    elif arr.ndim == 2:
-        channels = 0
-    else:
-        raise ImageError(
-            f"{name} has shape {arr.shape}; expected a 2D image (H, W) or (H, W, C) with "
-            "C in 1-4 (use one plane of a stack or time series)"
-        )
-    if arr.shape[0] < 1 or arr.shape[1] < 1:
-        raise ImageError(f"{name} is empty (shape {arr.shape})")
+    channels = check_layout(arr.shape, arr.dtype, name)
     if channels == 0:
         arr = arr[..., None]
     elif channels == 2:
@@ -72,6 +60,32 @@ def to_rgb_uint8(image: np.ndarray, name: str = "image") -> np.ndarray:
     if arr.shape[-1] == 1:
         arr = np.repeat(arr, 3, axis=-1)
     return np.ascontiguousarray(arr)
+
+
+def check_layout(shape: tuple[int, ...], dtype: np.dtype, name: str = "image") -> int:
+    """Check that an array of ``shape`` and ``dtype`` is a layout :func:`to_rgb_uint8` takes;
+    return its channel count (0 for ``(H, W)``).
+
+    Raises
+    ------
+    ImageError
+        Unsupported dtype, shape or channel count, or an empty image.
+    """
+    dtype = np.dtype(dtype)
+    if dtype.kind not in "uif":  # not bool, complex, strings, objects
+        raise ImageError(f"{name} has unsupported dtype {dtype}; expected integers or floats")
+    if len(shape) == 3 and shape[-1] in (1, 2, 3, 4):
+        channels = int(shape[-1])
+    elif len(shape) == 2:
+        channels = 0
+    else:
+        raise ImageError(
+            f"{name} has shape {tuple(shape)}; expected a 2D image (H, W) or (H, W, C) with "
+            "C in 1-4 (use one plane of a stack or time series)"
+        )
+    if shape[0] < 1 or shape[1] < 1:
+        raise ImageError(f"{name} is empty (shape {tuple(shape)})")
+    return channels
 
 
 def _rescale_to_uint8(arr: np.ndarray, name: str) -> np.ndarray:
@@ -105,7 +119,36 @@ def read_array(path: str | Path) -> np.ndarray:
     ImageError
         Missing file, directory, or a file that is not a readable image.
     """
+    return _read(Path(path), decode=True)
+
+
+def probe_image(path: str | Path) -> tuple[tuple[int, ...], np.dtype]:
+    """Check from its header alone (no pixels decoded) that ``path`` is an image
+    :func:`open_image` can take; return the stored ``(shape, dtype)``.
+
+    Catches what can be known without reading the pixels: a missing file, a folder, a file
+    that is no image, an image too large for memory, an unsupported layout. Damaged pixel
+    data and NaN values are found only by :func:`open_image`.
+
+    Raises
+    ------
+    ImageError
+        With the same one-line reasons as :func:`open_image`.
+    """
     p = Path(path)
+    shape, dtype = _read(p, decode=False)
+    check_layout(shape, dtype, p.name)
+    return shape, dtype
+
+
+#: Pillow modes kept as they are by :func:`read_array`, with the array they give
+_PIL_ARRAYS = {"I;16": ((), np.uint16), "I;16B": ((), np.uint16), "I;16L": ((), np.uint16),
+               "I": ((), np.int32), "F": ((), np.float32), "L": ((), np.uint8),
+               "LA": ((2,), np.uint8), "RGB": ((3,), np.uint8), "RGBA": ((4,), np.uint8)}
+
+
+def _read(p: Path, decode: bool):
+    """The pixels of ``p`` as stored, or (``decode=False``) their ``(shape, dtype)``."""
     if not p.exists():
         raise ImageError(f"file not found: {p}")
     if p.is_dir():
@@ -124,17 +167,18 @@ def read_array(path: str | Path) -> np.ndarray:
                         "40000x40000 that fit in memory; segment it block-wise as a slide: "
                         f"nucleoseg segment {p.name} -o {p.stem}.zarr"
                     )
-                return page.asarray()
+                return page.asarray() if decode else (tuple(page.shape), np.dtype(page.dtype))
         from PIL import Image, UnidentifiedImageError
 
         Image.MAX_IMAGE_PIXELS = MAX_IN_MEMORY_PIXELS
         try:
             with Image.open(p) as im:
-                if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-                    return np.array(im)
-                if im.mode not in ("L", "RGB", "RGBA", "LA"):
-                    im = im.convert("RGBA" if "A" in im.mode else "RGB")
-                return np.array(im)
+                # other modes (palette, CMYK, 1-bit, ...) become RGB(A)
+                mode = im.mode if im.mode in _PIL_ARRAYS else "RGBA" if "A" in im.mode else "RGB"
+                if not decode:
+                    extra, dtype = _PIL_ARRAYS[mode]
+                    return (im.size[1], im.size[0], *extra), np.dtype(dtype)
+                return np.array(im if mode == im.mode else im.convert(mode))
         except UnidentifiedImageError:
             raise ImageError(f"{p.name} is not an image file Pillow or tifffile can read") from None
     except ImageError:
