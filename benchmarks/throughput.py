@@ -1,17 +1,20 @@
 """Inference speed against the machine's limit, per shipped model (issue: speed).
 
-Prints per model: FLOPs per pixel (counted by TensorFlow's profiler on the frozen graph at
-256x256), the machine's float32 matrix-multiply rate (numpy sgemm, 4096^3), the limit that
-implies (rate / FLOPs per pixel, in MP/s), the bare model forward rate, the end-to-end tiled
-rate (probabilities, and with post-processing), the rate of the ``nucleoseg segment`` command
-on a TIFF of the same image, achieved/limit, the tiling + post-processing overhead, and peak
-RSS, for each precision asked (``float32`` and ``auto``: bfloat16 on CPUs that have it).
-Usage:
+Prints per model: FLOPs per pixel (counted on the traced model: TensorFlow's profiler on the
+frozen graph, or XLA's cost analysis under JAX, at 256x256), the device's measured float32
+matrix-multiply rate (numpy sgemm 4096^3 on a CPU; a full-float32-precision 8192^3 matmul on
+a GPU, no TF32), the limit that implies (rate / FLOPs per pixel, in MP/s), the bare model
+forward rate, the end-to-end tiled rate (probabilities, and with post-processing), the rate
+of the ``nucleoseg segment`` command on a TIFF of the same image, achieved/limit, the tiling
++ post-processing overhead, peak RSS and, on a GPU, peak device memory, for each precision
+asked (``float32`` and ``auto``: bfloat16 on CPUs that have it, float32 on GPUs; name
+``bfloat16`` or ``float16`` to time those on a GPU). Usage:
 
     python benchmarks/throughput.py [--size 4096] [--precision float32 auto] [--rounds 3]
                                     [MODEL ...]
 
-TensorFlow backend only (the FLOP count uses its profiler); GPU runs use benchmarks/tiling.py.
+The same script runs on a GPU machine, with TensorFlow's GPU build or with
+``KERAS_BACKEND=jax`` (what ``scripts/gpu_check.sh`` does).
 """
 
 from __future__ import annotations
@@ -26,14 +29,84 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+def where_models_run() -> tuple[str, str]:
+    """``("cpu" | "gpu", description)`` of the device Keras runs models on."""
+    import platform
+
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        dev = jax.devices()[0]
+        if dev.platform != "cpu":
+            return "gpu", f"{dev.device_kind} (JAX {jax.__version__})"
+    elif keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        if gpus:
+            details = tf.config.experimental.get_device_details(gpus[0])
+            return "gpu", f"{details.get('device_name', 'GPU')} (TensorFlow {tf.__version__})"
+    return "cpu", f"{os.cpu_count()}-core {platform.machine()} CPU (Keras on " \
+                  f"{keras.backend.backend()})"
+
+
 def sgemm_gflops(n: int = 4096, repeats: int = 3) -> float:
-    """Measured dense float32 matrix-multiply rate of this machine (GFLOP/s)."""
+    """Measured dense float32 matrix-multiply rate of this machine's CPU (GFLOP/s)."""
     rng = np.random.default_rng(0)
     a = rng.random((n, n), dtype=np.float32)
     b = rng.random((n, n), dtype=np.float32)
     a @ b
     best = min(_timed(lambda: a @ b) for _ in range(repeats))
     return 2 * n**3 / best / 1e9
+
+
+def gpu_gemm_gflops(n: int = 8192, repeats: int = 3) -> float:
+    """Measured float32 matrix-multiply rate of the GPU, at full float32 precision (no TF32)."""
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        a = jax.random.uniform(jax.random.key(0), (n, n), jnp.float32)
+        b = jax.random.uniform(jax.random.key(1), (n, n), jnp.float32)
+        f = jax.jit(lambda a, b: jnp.matmul(a, b, precision=jax.lax.Precision.HIGHEST))
+        f(a, b).block_until_ready()
+        best = min(_timed(lambda: f(a, b).block_until_ready()) for _ in range(repeats))
+    else:
+        import tensorflow as tf
+
+        tf32 = tf.config.experimental.tensor_float_32_execution_enabled()
+        tf.config.experimental.enable_tensor_float_32_execution(False)
+        try:
+            with tf.device("GPU:0"):
+                a = tf.random.uniform((n, n))
+                b = tf.random.uniform((n, n))
+                f = tf.function(lambda: tf.reduce_sum(tf.matmul(a, b)))
+                f().numpy()
+                best = min(_timed(lambda: f().numpy()) for _ in range(repeats))
+        finally:
+            tf.config.experimental.enable_tensor_float_32_execution(tf32)
+    return 2 * n**3 / best / 1e9
+
+
+def gpu_peak_memory_mib() -> float | None:
+    """Peak device memory in use so far (MiB), or None where the backend does not say."""
+    import keras
+
+    try:
+        if keras.backend.backend() == "jax":
+            import jax
+
+            stats = jax.devices()[0].memory_stats() or {}
+            return stats["peak_bytes_in_use"] / 2**20
+        import tensorflow as tf
+
+        return tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
+    except Exception:
+        return None
 
 
 def _timed(f) -> float:
@@ -43,7 +116,19 @@ def _timed(f) -> float:
 
 
 def flops_per_pixel(model, side: int = 256) -> float:
-    """FLOPs per input pixel of ``model`` counted on its frozen TensorFlow graph."""
+    """FLOPs per input pixel of ``model``, counted on its traced graph: TensorFlow's profiler
+    on the frozen graph, or XLA's cost analysis under JAX."""
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        lowered = jax.jit(lambda x: model(x, training=False)).lower(
+            jax.ShapeDtypeStruct((1, side, side, 3), jnp.float32))
+        cost = lowered.cost_analysis()
+        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+        return float(cost["flops"]) / side**2
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import (
         convert_variables_to_constants_v2,
@@ -85,7 +170,10 @@ def main() -> None:
     from nucleoseg.inference.segment import Segmenter
     from nucleoseg.inference.tiling import fit_grid
 
-    rates = [sgemm_gflops()]
+    kind, device = where_models_run()
+    gemm = sgemm_gflops if kind == "cpu" else gpu_gemm_gflops
+    rates = [gemm()]
+    print(f"device: {device}")
     image = big_image(args.size, args.data)
     mp = image.shape[0] * image.shape[1] / 1e6
     tmp = Path(tempfile.mkdtemp())
@@ -114,12 +202,12 @@ def main() -> None:
         probabilities_to_labels(probs, seg.params)
         forward["post"] = lambda s=seg, p=probs: probabilities_to_labels(p, s.params)
         # this shared CPU's speed drifts within minutes: interleave the measurements over
-        # rounds and keep each one's best, and keep the best sgemm rate seen as the limit
+        # rounds and keep each one's best, and keep the best GEMM rate seen as the limit
         best = dict.fromkeys(forward, float("inf"))
         for _ in range(args.rounds):
             for key, f in forward.items():
                 best[key] = min(best[key], _timed(f))
-            rates.append(sgemm_gflops(repeats=1))
+            rates.append(gemm(repeats=1))
         bare_mps = side**2 / 1e6 / best["bare"]
         tile_mps = th * tw / 1e6 / best["bare@tile"]
         tiled, post = best["tiled"], best["post"]
@@ -131,8 +219,8 @@ def main() -> None:
         rows.append((name, seg.precision, fpp, bare_mps, f"{th}x{tw}", used,
                      tile_mps, mp / tiled, mp / (tiled + post), mp / command))
     rate = max(rates)
-    print(f"sgemm {rate:.1f} GFLOP/s (best of {len(rates)} measurements spread over the run; "
-          f"lowest {min(rates):.1f})")
+    print(f"float32 GEMM {rate:.1f} GFLOP/s ({'numpy sgemm' if kind == 'cpu' else 'no TF32'}; "
+          f"best of {len(rates)} measurements spread over the run; lowest {min(rates):.1f})")
     print(f"{'model':<10}{'precision':>10}{'kFLOP/px':>9}{'limit':>7}{'bare':>7}{'tile':>10}"
           f"{'model px':>9}{'bare@tile':>10}{'tiled':>7}{'+post':>7}{'command':>8}"
           f"{'command/limit':>14}{'overhead':>9}{'bare/limit':>11}")
@@ -141,7 +229,7 @@ def main() -> None:
         print(f"{name:<10}{prec:>10}{k:>9.0f}{lim:>7.3f}{b:>7.3f}{tile_shape:>10}{used:>9.3f}"
               f"{bt:>10.3f}{t:>7.3f}{tp:>7.3f}{c:>8.3f}{c / lim:>14.2f}{b / tp - 1:>9.1%}"
               f"{b / lim:>11.2f}")
-    print("rates in MP/s; limit = float32 sgemm rate / FLOPs per pixel; bare = the model on one "
+    print("rates in MP/s; limit = float32 GEMM rate / FLOPs per pixel; bare = the model on one "
           f"{side}x{side} tile; tile = the tile the grid uses on this image; model px = pixels "
           "the model computes per image pixel (context where tiles meet); bare@tile = the model "
           "on one such tile; tiled = probabilities of the whole image; +post = labels; "
@@ -149,6 +237,9 @@ def main() -> None:
           "overhead = tiling + post-processing time over the bare forward time on the same "
           "pixels (bare / +post - 1)")
     print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    if kind == "gpu":
+        peak = gpu_peak_memory_mib()
+        print(f"peak GPU memory {'unknown' if peak is None else f'{peak:.0f} MiB'}")
 
 
 if __name__ == "__main__":

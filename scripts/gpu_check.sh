@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # On a GPU machine: parity probabilities of every shipped model on one validation tile, and
-# the tiling benchmark on an 8192^2 image. usage: bash scripts/gpu_check.sh DATA
+# the tiling benchmark and benchmarks/throughput.py on an 8192^2 image.
+# usage: bash scripts/gpu_check.sh DATA
 set -u
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
   --target /tmp/site .whl/*.whl || exit 1
@@ -11,3 +12,7 @@ for m in unet unet_lite segnet deeplabv3 se_unet; do
 done
 python3 benchmarks/tiling.py --data "$1" --size 8192 --tile 2048 --batch 4 \
   unet unet_lite segnet deeplabv3 se_unet 2>&1 | grep -v -E "^(W|I|E)[0-9]{4} " | tee "$OUT/tiling_gpu.txt"
+# the table on the GPU: FLOPs/px, the GPU's float32 GEMM rate, bare/tiled/+post/command
+# MP/s and peak GPU memory, in float32 and bfloat16
+python3 benchmarks/throughput.py --data "$1" --size 8192 --precision float32 bfloat16 \
+  --rounds 2 2>&1 | grep -v -E "^(W|I|E)[0-9]{4} |nuclei ->" | tee "$OUT/throughput_gpu.txt"
