@@ -99,7 +99,6 @@ def _segment_images(pairs: list[tuple[Path, Path]], args: argparse.Namespace) ->
 
     for path, _ in pairs:  # fail fast on what the headers tell, before Keras
         probe_image(path)
-    seg = Segmenter.load(args.model, precision=args.precision, **_settings(args))
     bars: dict[int, Any] = {}
 
     def progress(i: int, done: int, total: int, msg: str) -> None:
@@ -120,7 +119,10 @@ def _segment_images(pairs: list[tuple[Path, Path]], args: argparse.Namespace) ->
 
     failed = []
     try:
-        for outcome in segment_many(seg, [p for p, _ in pairs], open_image, save,
+        def load() -> Segmenter:  # runs while the first image is read
+            return Segmenter.load(args.model, precision=args.precision, **_settings(args))
+
+        for outcome in segment_many(load, [p for p, _ in pairs], open_image, save,
                                     progress=progress):
             name = pairs[outcome.index][0].name
             if outcome.error is not None:

@@ -101,3 +101,19 @@ def test_cancel_keeps_what_was_finished(seg, files, tmp_path):
     assert [o.index for o in outcomes] == [0, 1]
     assert (tmp_path / "0.tif").exists() and (tmp_path / "1.tif").exists()
     assert not (tmp_path / "2.tif").exists() and not (tmp_path / "3.tif").exists()
+
+
+def test_the_model_loads_while_the_first_image_is_read(threshold_model_path, files):
+    reading = threading.Event()
+
+    def read(path):
+        reading.set()
+        return open_image(path)
+
+    def load():
+        # only returns in time if the first read runs beside it
+        assert reading.wait(timeout=30), "the first image was not being read"
+        return Segmenter.load(str(threshold_model_path), precision="float32")
+
+    outcomes = list(segment_many(load, files[:2], read))
+    assert [o.error for o in outcomes] == [None, None] and outcomes[1].labels.max() >= 3

@@ -25,6 +25,7 @@ import numpy as np
 
 from .postprocess import probabilities_to_labels
 from .predict import Cancelled, run
+from .segment import Segmenter
 
 
 @dataclass
@@ -50,7 +51,7 @@ class ImageOutcome:
 
 
 def segment_many(
-    seg: Any,
+    seg: Segmenter | Callable[[], Segmenter],
     sources: Sequence[Any],
     read: Callable[[Any], np.ndarray],
     save: Callable[[int, np.ndarray, np.ndarray], Any] | None = None,
@@ -63,8 +64,9 @@ def segment_many(
 
     Parameters
     ----------
-    seg : Segmenter
-        The model and its settings.
+    seg : Segmenter or callable
+        The model and its settings, or a function that loads them: it is called once the
+        first image is being read, so loading the model and reading overlap.
     sources : sequence
         Anything ``read`` understands (file paths, arrays, ...).
     read : callable
@@ -87,6 +89,7 @@ def segment_many(
         One per source, in input order.
     """
     n = len(sources)
+    load = None if isinstance(seg, Segmenter) else seg
 
     def predict(i: int, image: np.ndarray) -> np.ndarray:
         report = None if progress is None else (lambda d, t, m: progress(i, d, t, m))
@@ -105,6 +108,7 @@ def segment_many(
             return None, exc
 
     if not overlap:
+        seg = seg if load is None else load()
         for i, source in enumerate(sources):
             image, err = attempt(i, read, source)
             probs, err = (None, err) if err else attempt(i, predict, i, image)
@@ -121,6 +125,7 @@ def segment_many(
         reading: Future | None = reader.submit(read, sources[0]) if n else None
         finishing: Future | None = None
         try:
+            seg = seg if load is None else load()
             for i in range(n):
                 assert reading is not None
                 image, err = attempt(i, reading.result)
