@@ -99,7 +99,7 @@ def segment_many(
         labels = probabilities_to_labels(probs, seg.params)
         return ImageOutcome(i, labels, save(i, image, labels) if save is not None else None)
 
-    def attempt(i: int, func: Callable[..., Any], *args: Any) -> tuple[Any, Exception | None]:
+    def attempt(func: Callable[..., Any], *args: Any) -> tuple[Any, Exception | None]:
         try:
             return func(*args), None
         except Cancelled:
@@ -110,14 +110,14 @@ def segment_many(
     if not overlap:
         seg = seg if load is None else load()
         for i, source in enumerate(sources):
-            image, err = attempt(i, read, source)
-            probs, err = (None, err) if err else attempt(i, predict, i, image)
-            done, err = (None, err) if err else attempt(i, finish, i, image, probs)
+            image, err = attempt(read, source)
+            probs, err = (None, err) if err else attempt(predict, i, image)
+            done, err = (None, err) if err else attempt(finish, i, image, probs)
             yield done if done is not None else ImageOutcome(i, error=err)
         return
 
     def finish_safely(i: int, image: np.ndarray, probs: np.ndarray) -> ImageOutcome:
-        outcome, err = attempt(i, finish, i, image, probs)
+        outcome, err = attempt(finish, i, image, probs)
         return outcome if outcome is not None else ImageOutcome(i, error=err)
 
     with ThreadPoolExecutor(1, thread_name_prefix="nucleoseg-read") as reader, \
@@ -128,10 +128,10 @@ def segment_many(
             seg = seg if load is None else load()
             for i in range(n):
                 assert reading is not None
-                image, err = attempt(i, reading.result)
+                image, err = attempt(reading.result)
                 # start reading the next image before the model takes this one
                 reading = reader.submit(read, sources[i + 1]) if i + 1 < n else None
-                probs, err = (None, err) if err else attempt(i, predict, i, image)
+                probs, err = (None, err) if err else attempt(predict, i, image)
                 if finishing is not None:  # at most one image being finished
                     yield finishing.result()
                     finishing = None
