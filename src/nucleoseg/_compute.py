@@ -5,12 +5,15 @@ drivers (both carry LLVM; the first GL call after ``import tensorflow`` segfault
 separate process also keeps TensorFlow's threads and the GIL away from the viewer. Each
 widget owns one :class:`ComputeProcess`; it starts on first use, keeps the loaded model
 between runs, and streams the core generators' ``(done, total, message)`` progress back.
+:meth:`ComputeProcess.prepare` starts it ahead of need (the Segment panel imports Keras and
+loads the chosen model while the user is still choosing an image).
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import threading
 import traceback
 from collections.abc import Generator
 from typing import Any
@@ -30,10 +33,14 @@ class ComputeProcess:
         self._proc = None
         self._conn = None
         self._stop = self._ctx.Event()
+        self._lock = threading.Lock()  # prepare() comes from the GUI thread, run() from a worker
+        self._running = False
+        self._unanswered = 0  # prepared tasks whose messages run() has not read yet
 
     def _ensure(self) -> None:
         if self._proc is not None and self._proc.is_alive():
             return
+        self._unanswered = 0
         parent, child = self._ctx.Pipe()
         self._proc = self._ctx.Process(target=_serve, args=(child, self._stop),
                                        name="nucleoseg-compute", daemon=True)
@@ -47,27 +54,55 @@ class ComputeProcess:
         Raises :class:`~nucleoseg.inference.predict.Cancelled` after :meth:`cancel`, and the
         child's exception (re-raised here) when the task fails.
         """
-        self._ensure()
-        self._stop.clear()
-        self._conn.send((task, kwargs))
-        while True:
-            if not self._conn.poll(0.5):
-                if not self._proc.is_alive():
-                    code = self._proc.exitcode
-                    self._proc = None
-                    raise ComputeError(f"the compute process stopped (exit code {code})")
-                continue
-            kind, payload = self._conn.recv()
-            if kind == "progress":
-                yield payload
-            elif kind == "result":
-                return payload
-            elif kind == "cancelled":
-                raise Cancelled("cancelled")
-            elif kind == "error":
-                exc, tb = payload
-                exc.__notes__ = [*getattr(exc, "__notes__", []), tb]
-                raise exc
+        with self._lock:
+            self._running = True
+            self._ensure()
+            self._stop.clear()
+            self._conn.send((task, kwargs))
+        try:
+            while True:
+                if not self._conn.poll(0.5):
+                    if not self._proc.is_alive():
+                        code = self._proc.exitcode
+                        self._proc = None
+                        raise ComputeError(f"the compute process stopped (exit code {code})")
+                    continue
+                kind, payload = self._conn.recv()
+                if self._unanswered:  # the child answers in order: a prepared task's message
+                    if kind != "progress":
+                        self._unanswered -= 1
+                    elif payload[:2] == (0, 0):
+                        yield payload  # e.g. "loading model..." while the user waits
+                    continue
+                if kind == "progress":
+                    yield payload
+                elif kind == "result":
+                    return payload
+                elif kind == "cancelled":
+                    raise Cancelled("cancelled")
+                elif kind == "error":
+                    exc, tb = payload
+                    exc.__notes__ = [*getattr(exc, "__notes__", []), tb]
+                    raise exc
+        finally:
+            self._running = False
+
+    def prepare(self, task: str, **kwargs: Any) -> bool:
+        """Send a task nobody waits for (start the child, load a model); its messages are
+        read and dropped by the next :meth:`run`. Does nothing while a run is in flight.
+
+        Returns
+        -------
+        bool
+            Whether the task was sent.
+        """
+        with self._lock:
+            if self._running:
+                return False
+            self._ensure()
+            self._conn.send((task, kwargs))
+            self._unanswered += 1
+            return True
 
     def cancel(self) -> None:
         """Ask the running task to stop at its next batch or step."""
@@ -86,12 +121,23 @@ class ComputeProcess:
         self._proc = None
 
 
+#: tasks that load a segmenter themselves: a prepare waiting behind one is pointless
+_LOADING = ("segment", "prepare_segment", "quit")
+
+
 def _serve(conn, stop) -> None:  # runs in the child
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     cache: dict[str, Any] = {}
+    backlog: list[tuple[str, dict]] = []  # requests read ahead, in order
     while True:
         try:
-            task, kwargs = conn.recv()
+            task, kwargs = backlog.pop(0) if backlog else conn.recv()
+            if task == "prepare_segment":  # skip it when a later request decides the model
+                while conn.poll():
+                    backlog.append(conn.recv())
+                if any(t in _LOADING for t, _ in backlog):
+                    conn.send(("result", None))
+                    continue
         except (EOFError, OSError):
             return
         if task == "quit":
@@ -109,18 +155,34 @@ def _serve(conn, stop) -> None:  # runs in the child
                                      traceback.format_exc())))
 
 
-def _segment(conn, stop, cache, model: str, image, settings: dict, device: str = "auto"):
+def _segmenter(conn, cache, model: str, precision: str):
+    """The cached segmenter of ``model`` in ``precision``, loaded when it is not the cached
+    one (one model is kept)."""
     from .inference.segment import Segmenter
 
-    settings = dict(settings)
-    precision = settings.pop("precision", "auto")
     key = (model, os.path.getmtime(model) if os.path.exists(model) else 0, precision)
     seg = cache.get(key)
     if seg is None:
         conn.send(("progress", (0, 0, "loading model...")))
-        seg = Segmenter.load(model, precision=precision)
         cache.clear()
-        cache[key] = seg
+        seg = cache[key] = Segmenter.load(model, precision=precision)
+    return seg
+
+
+def _prepare_segment(conn, stop, cache, model: str, precision: str = "auto") -> None:
+    """Import Keras and load ``model`` ahead of the first Segment (skipped by :func:`_serve`
+    when a later request that loads a model already waits)."""
+    _segmenter(conn, cache, model, precision)
+
+
+def _loaded(conn, stop, cache) -> list[tuple]:
+    """``(model, precision)`` of the segmenter the child holds (none or one)."""
+    return [(key[0], key[2]) for key in cache]
+
+
+def _segment(conn, stop, cache, model: str, image, settings: dict, device: str = "auto"):
+    settings = dict(settings)
+    seg = _segmenter(conn, cache, model, settings.pop("precision", "auto"))
     seg.update(**settings)
     gen = seg.segment(image, should_stop=stop.is_set)
 
@@ -208,4 +270,4 @@ def _devices(conn, stop, cache):
 
 
 _TASKS = {"segment": _segment, "segment_slide": _segment_slide, "fine_tune": _fine_tune,
-          "devices": _devices}
+          "devices": _devices, "prepare_segment": _prepare_segment, "loaded": _loaded}

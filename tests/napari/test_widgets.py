@@ -90,6 +90,20 @@ def test_segment_real_image_and_viewer_stays_responsive(make_napari_viewer, qtbo
     assert precision == ("bfloat16" if cpu_has_native_bfloat16() else "float32")
 
 
+def test_segment_panel_loads_the_model_before_the_first_click(make_napari_viewer):
+    from nucleoseg.inference.predict import run
+
+    viewer = make_napari_viewer()
+    widget = _dock(viewer, "Segment nuclei")
+    first = widget._model.value
+    # no Segment pressed: the compute process already holds the chosen model
+    assert run(widget._compute.run("loaded")) == [(first, "auto")]
+    lite = next(v for v in widget._model.choices if v.endswith("unet_lite.keras"))
+    widget._model.value = lite
+    widget._precision.value = "float32"
+    assert run(widget._compute.run("loaded")) == [(lite, "float32")]
+
+
 def test_cancel_stops_within_a_batch_and_adds_no_layer(make_napari_viewer, qtbot, he_image):
     image, _ = he_image
     big = np.tile(image, (2, 2, 1))

@@ -68,6 +68,7 @@ class SegmentWidget(ComputeWidget):
             w.visible = False
         self._advanced.changed.connect(self._on_advanced)
         self._model.changed.connect(self._on_model)
+        self._precision.changed.connect(self._prepare)
         self._run.clicked.connect(self._on_run)
         self._cancel.clicked.connect(self._on_cancel)
         self._on_model()
@@ -109,6 +110,14 @@ class SegmentWidget(ComputeWidget):
         test = card.get("test") or card.get("validation")
         self._status.value = (f"{card.get('description', '')}; Dice {test['dice']:.3f}, "
                               f"AJI {test['aji']:.3f}" if test else "")
+        self._prepare()
+
+    def _prepare(self, *_) -> None:
+        """Have the compute process import Keras and load the chosen model now, in the
+        background, so the first Segment does not wait for them."""
+        if self._model.value:
+            self._compute.prepare("prepare_segment", model=self._model.value,
+                                  precision=str(self._precision.value))
 
     # ------------------------------------------------------------------ running
     def _settings(self) -> dict:
