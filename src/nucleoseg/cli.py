@@ -128,7 +128,8 @@ def _segment_images(pairs: list[tuple[Path, Path]], args: argparse.Namespace) ->
             if outcome.error is not None:
                 failed.append((name, outcome.error))
                 if len(pairs) > 1:
-                    print(f"nucleoseg: {name} failed: {outcome.error}", file=sys.stderr)
+                    reason = str(outcome.error) or type(outcome.error).__name__
+                    print(f"nucleoseg: {name} failed: {reason}", file=sys.stderr)
                 continue
             print("\n".join(outcome.saved))
     finally:
