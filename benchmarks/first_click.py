@@ -3,8 +3,9 @@
 A fresh napari viewer with a MoNuSeg test tile, the Segment panel docked, then a pause (the
 user choosing an image), then Segment, timed until the labels layer appears. "cold": the
 compute process starts on the press (importing Keras/TensorFlow and loading the model inside
-the timing); "prepared": the panel had it load the model in the background when it opened.
-Each round opens a new viewer (a new compute process); the two ways alternate. Needs a
+the timing); "loaded": the panel had it load the model in the background when it opened;
+"traced": it also traced the model for the chosen image's tiles (what the panel does).
+Each round opens a new viewer (a new compute process); the ways take turns. Needs a
 display (``xvfb-run -a``):
 
     xvfb-run -a python benchmarks/first_click.py [--data DIR] [--model unet] [--rounds 2]
@@ -26,7 +27,7 @@ def _wait(app, condition, timeout: float) -> None:
         time.sleep(0.005)
 
 
-def first_press(image, model: str, prepared: bool, pause: float) -> float:
+def first_press(image, model: str, way: str, pause: float) -> float:
     """Seconds from pressing Segment to the labels layer in a fresh viewer."""
     from qtpy.QtWidgets import QApplication
 
@@ -34,8 +35,11 @@ def first_press(image, model: str, prepared: bool, pause: float) -> float:
     from nucleoseg._compute import ComputeProcess
 
     original = ComputeProcess.prepare
-    if not prepared:
+    if way == "cold":
         ComputeProcess.prepare = lambda self, *a, **k: False
+    elif way == "loaded":
+        ComputeProcess.prepare = lambda self, task, **k: original(self, task,
+                                                                  **{**k, "shape": None})
     try:
         viewer = napari.Viewer(show=False)
         viewer.add_image(image, name="tile")
@@ -69,10 +73,11 @@ def main() -> None:
     from nucleoseg.io.monuseg import list_tiles
 
     image = list_tiles("test", args.data)[0].image()
-    times: dict[str, list[float]] = {"cold": [], "prepared": []}
+    ways = ["cold", "loaded", "traced"]
+    times: dict[str, list[float]] = {way: [] for way in ways}
     for r in range(args.rounds):
-        for way in (("cold", "prepared") if r % 2 == 0 else ("prepared", "cold")):
-            times[way].append(first_press(image, args.model, way == "prepared", args.pause))
+        for way in ways if r % 2 == 0 else ways[::-1]:
+            times[way].append(first_press(image, args.model, way, args.pause))
     print(f"first Segment press, {args.model}, a {image.shape[1]}x{image.shape[0]} MoNuSeg "
           f"tile, {args.pause:.0f} s after the panel opened; seconds to the labels layer")
     for way, values in times.items():

@@ -169,15 +169,31 @@ def _segmenter(conn, cache, model: str, precision: str):
     return seg
 
 
-def _prepare_segment(conn, stop, cache, model: str, precision: str = "auto") -> None:
+def _prepare_segment(conn, stop, cache, model: str, precision: str = "auto",
+                     shape: tuple[int, int] | None = None, settings: dict | None = None
+                     ) -> None:
     """Import Keras and load ``model`` ahead of the first Segment (skipped by :func:`_serve`
-    when a later request that loads a model already waits)."""
-    _segmenter(conn, cache, model, precision)
+    when a later request that loads a model already waits); with the ``shape`` of the chosen
+    image, also trace the model for the batch of tiles that image will need."""
+    seg = _segmenter(conn, cache, model, precision)
+    if shape is None:
+        return
+    import numpy as np
+
+    from .inference.predict import predict_batch
+    from .inference.tiling import fit_grid
+
+    seg.update(**(settings or {}))
+    grid = fit_grid(shape, seg.tile, seg.halo, seg.stride)
+    batch = max(1, min(seg.batch_size, len(grid)))
+    predict_batch(seg.model, np.zeros((batch, *grid.tile, 3), np.float32))
 
 
 def _loaded(conn, stop, cache) -> list[tuple]:
-    """``(model, precision)`` of the segmenter the child holds (none or one)."""
-    return [(key[0], key[2]) for key in cache]
+    """``(model, precision, traced input shapes)`` of the segmenter the child holds."""
+    from .inference.predict import traced_shapes
+
+    return [(key[0], key[2], traced_shapes(seg.model)) for key, seg in cache.items()]
 
 
 def _segment(conn, stop, cache, model: str, image, settings: dict, device: str = "auto"):

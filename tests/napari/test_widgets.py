@@ -97,11 +97,14 @@ def test_segment_panel_loads_the_model_before_the_first_click(make_napari_viewer
     widget = _dock(viewer, "Segment nuclei")
     first = widget._model.value
     # no Segment pressed: the compute process already holds the chosen model
-    assert run(widget._compute.run("loaded")) == [(first, "auto")]
+    assert run(widget._compute.run("loaded")) == [(first, "auto", [])]
     lite = next(v for v in widget._model.choices if v.endswith("unet_lite.keras"))
     widget._model.value = lite
     widget._precision.value = "float32"
-    assert run(widget._compute.run("loaded")) == [(lite, "float32")]
+    assert run(widget._compute.run("loaded")) == [(lite, "float32", [])]
+    # choosing an image traces the model for its tiles: 1000x700 fits one 1008x704 tile
+    widget._image.value = viewer.add_image(np.zeros((1000, 700, 3), np.uint8), name="im")
+    assert run(widget._compute.run("loaded")) == [(lite, "float32", [(1, 1008, 704, 3)])]
 
 
 def test_cancel_stops_within_a_batch_and_adds_no_layer(make_napari_viewer, qtbot, he_image):

@@ -69,6 +69,7 @@ class SegmentWidget(ComputeWidget):
         self._advanced.changed.connect(self._on_advanced)
         self._model.changed.connect(self._on_model)
         self._precision.changed.connect(self._prepare)
+        self._image.changed.connect(self._prepare)
         self._run.clicked.connect(self._on_run)
         self._cancel.clicked.connect(self._on_cancel)
         self._on_model()
@@ -113,11 +114,18 @@ class SegmentWidget(ComputeWidget):
         self._prepare()
 
     def _prepare(self, *_) -> None:
-        """Have the compute process import Keras and load the chosen model now, in the
-        background, so the first Segment does not wait for them."""
-        if self._model.value:
-            self._compute.prepare("prepare_segment", model=self._model.value,
-                                  precision=str(self._precision.value))
+        """Have the compute process import Keras, load the chosen model and trace it for the
+        chosen image's tiles now, in the background, so the first Segment does not wait."""
+        if not self._model.value:
+            return
+        layer, shape = self._image.value, None
+        if layer is not None and not layer.multiscale:
+            spatial = layer.data.shape[:-1] if layer.rgb else layer.data.shape
+            shape = tuple(int(n) for n in spatial[-2:])
+        self._compute.prepare("prepare_segment", model=self._model.value,
+                              precision=str(self._precision.value), shape=shape,
+                              settings={"tile": int(self._tile.value),
+                                        "halo": int(self._halo.value)})
 
     # ------------------------------------------------------------------ running
     def _settings(self) -> dict:

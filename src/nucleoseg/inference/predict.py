@@ -69,6 +69,11 @@ def predict_batch(model: Any, x: np.ndarray) -> np.ndarray:
     return np.asarray(model.predict_on_batch(x))
 
 
+def traced_shapes(model: Any) -> list[tuple[int, ...]]:
+    """Input shapes :func:`predict_batch` holds a traced predict function for (oldest
+    first)."""
+    return list(_PREDICT_FUNCTIONS.get(model, {}))
+
 
 def _batch_predictor(model: Any) -> Callable[[np.ndarray], np.ndarray]:
     if hasattr(model, "make_predict_function"):  # a Keras model
