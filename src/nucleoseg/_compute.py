@@ -5,8 +5,9 @@ drivers (both carry LLVM; the first GL call after ``import tensorflow`` segfault
 separate process also keeps TensorFlow's threads and the GIL away from the viewer. Each
 widget owns one :class:`ComputeProcess`; it starts on first use, keeps the loaded model
 between runs, and streams the core generators' ``(done, total, message)`` progress back.
-:meth:`ComputeProcess.prepare` starts it ahead of need (the Segment panel imports Keras and
-loads the chosen model while the user is still choosing an image).
+:meth:`ComputeProcess.prepare` starts work ahead of need: the Segment panel has the child
+import Keras, load the chosen model and trace it for the chosen image's tiles before the
+first press.
 """
 
 from __future__ import annotations
