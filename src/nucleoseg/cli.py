@@ -117,11 +117,11 @@ def _segment_images(pairs: list[tuple[Path, Path]], args: argparse.Namespace) ->
         return [f"{pairs[i][0].name}: {int(labels.max())} nuclei -> {out}",
                 *_exports(args, out, labels, image)]
 
+    def load() -> Segmenter:  # runs while the first image is read
+        return Segmenter.load(args.model, precision=args.precision, **_settings(args))
+
     failed = []
     try:
-        def load() -> Segmenter:  # runs while the first image is read
-            return Segmenter.load(args.model, precision=args.precision, **_settings(args))
-
         for outcome in segment_many(load, [p for p, _ in pairs], open_image, save,
                                     progress=progress):
             name = pairs[outcome.index][0].name

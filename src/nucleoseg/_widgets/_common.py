@@ -14,6 +14,12 @@ if TYPE_CHECKING:
 MAX_GUI_PIXELS = 20_000 * 20_000
 
 
+def spatial_shape(layer: napari.layers.Image) -> tuple[int, ...]:
+    """The layer's full-resolution shape without the RGB(A) axis (stack axes included)."""
+    data = layer.data[0] if layer.multiscale else layer.data
+    return tuple(data.shape[:-1] if layer.rgb else data.shape)
+
+
 def image_layer_to_rgb(layer: napari.layers.Image, viewer: napari.Viewer | None = None
                        ) -> np.ndarray:
     """The pixels of an Image layer as ``(H, W, 3) uint8`` (core conversion rules).
@@ -24,7 +30,7 @@ def image_layer_to_rgb(layer: napari.layers.Image, viewer: napari.Viewer | None 
     from ..io.images import ImageError, to_rgb_uint8
 
     data = layer.data[0] if layer.multiscale else layer.data
-    spatial = data.shape[:-1] if layer.rgb else data.shape
+    spatial = spatial_shape(layer)
     if len(spatial) > 2:
         if viewer is None:
             raise ImageError(f"{layer.name} is a {len(spatial)}D stack; choose a 2D image")

@@ -24,6 +24,7 @@ from ._common import (
     model_choices,
     notify_error,
     slide_path,
+    spatial_shape,
     spatial_transform,
     view_pixels,
     view_region,
@@ -118,10 +119,9 @@ class SegmentWidget(ComputeWidget):
         chosen image's tiles now, in the background, so the first Segment does not wait."""
         if not self._model.value:
             return
-        layer, shape = self._image.value, None
-        if layer is not None and not layer.multiscale:
-            spatial = layer.data.shape[:-1] if layer.rgb else layer.data.shape
-            shape = tuple(int(n) for n in spatial[-2:])
+        layer = self._image.value
+        shape = (None if layer is None or layer.multiscale
+                 else tuple(int(n) for n in spatial_shape(layer)[-2:]))
         self._compute.prepare("prepare_segment", model=self._model.value,
                               precision=str(self._precision.value), shape=shape,
                               settings={"tile": int(self._tile.value),
