@@ -312,14 +312,25 @@ def _parse_config(items: list[str]) -> dict[str, Any]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from .io.datasets import parse_datasets
     from .models.registry import resolve
-    from .models.weights import user_dir
-    from .training.recipe import train_monuseg
+    from .models.weights import check_model_name, user_dir
+    from .training.data import STRONG_AUGMENTATION, Augmentation
+    from .training.recipe import train_recipe
 
     resolve(args.model)
+    check_model_name(args.name or args.model)
+    try:
+        datasets = parse_datasets(args.datasets)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    augmentation = {"strong": STRONG_AUGMENTATION, "classic": Augmentation(),
+                    None: None}[args.augment]
     out = Path(args.out) if args.out else user_dir()
-    train_monuseg(
-        args.model, out, save_name=args.name, data=args.data, epochs=args.epochs,
+    train_recipe(
+        args.model, out, save_name=args.name, data=args.data, datasets=datasets,
+        init=args.init, schedule=args.schedule, augmentation=augmentation,
+        precision=args.precision, epochs=args.epochs,
         steps_per_epoch=args.steps, batch_size=args.batch_size, learning_rate=args.lr,
         seed=args.seed, config=_parse_config(args.config), time_budget=args.time_budget,
         workers=args.workers, jit_compile=True if args.jit else "auto",
@@ -355,26 +366,38 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- benchmark
 def cmd_benchmark(args: argparse.Namespace) -> int:
-    from .evaluation.benchmark import benchmark, format_table
+    from .evaluation.benchmark import TITLES, benchmark, format_table
     from .inference.predict import run
+    from .io.datasets import parse_datasets, present
     from .models.weights import available_models
 
     models = args.models or [m["name"] for m in available_models() if m["source"] == "shipped"]
     if not models:
         raise UsageError("no models to benchmark")
-    bar, update = _progress_bar("benchmark", not args.quiet)
-    rows = run(benchmark(models, args.data, split=args.split,
-                         include_baseline=not args.no_baseline, limit=args.limit,
-                         precision=args.precision), update)
-    bar.close()
-    used = sorted({r["compute_precision"] for r in rows if "compute_precision" in r})
-    print(f"MoNuSeg 2018 {args.split} tiles ({len(rows[0]['per_image'])}), metrics pooled "
-          f"over all pixels/nuclei of the set; precision {', '.join(used) or '-'}")
-    print(format_table(rows, markdown=args.markdown))
+    try:
+        datasets = parse_datasets(args.datasets) if args.datasets else present(args.data)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if not datasets:
+        raise UsageError("no data set found (set NUCLEOSEG_DATA or pass --data)")
+    tables = {}
+    for ds in datasets:
+        bar, update = _progress_bar(f"benchmark {ds}", not args.quiet)
+        rows = run(benchmark(models, args.data, split=args.split,
+                             include_baseline=not args.no_baseline, limit=args.limit,
+                             precision=args.precision, dataset=ds), update)
+        bar.close()
+        used = sorted({r["compute_precision"] for r in rows if "compute_precision" in r})
+        print(f"{TITLES.get(ds, ds)} {args.split} tiles ({len(rows[0]['per_image'])}), metrics "
+              f"pooled over all pixels/nuclei of the set; precision {', '.join(used) or '-'}")
+        print(format_table(rows, markdown=args.markdown))
+        print()
+        tables[ds] = rows
     if args.json:
         from .io.atomic import atomic_write_bytes
 
-        atomic_write_bytes(args.json, (json.dumps(rows, indent=2) + "\n").encode())
+        payload = tables if len(tables) > 1 else next(iter(tables.values()))
+        atomic_write_bytes(args.json, (json.dumps(payload, indent=2) + "\n").encode())
     return 0
 
 
@@ -457,9 +480,23 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--csv", help="also write the table as CSV")
     e.set_defaults(func=cmd_evaluate)
 
-    t = sub.add_parser("train", help="train a model on MoNuSeg (validation split inside)")
-    t.add_argument("--model", default="unet")
-    t.add_argument("--data", help="data folder (default $NUCLEOSEG_DATA or ../shared/data)")
+    t = sub.add_parser("train", help="train a model on MoNuSeg and/or CoNSeP (validation "
+                                     "tiles held out of each)")
+    t.add_argument("--model", default="unet", help="architecture (ignored with --init)")
+    t.add_argument("--data", help="data root holding monuseg/, consep/ (default "
+                                  "$NUCLEOSEG_DATA or ../shared/data)")
+    t.add_argument("--datasets", default="monuseg,consep",
+                   help="comma-separated data sets to train on (default: monuseg,consep)")
+    t.add_argument("--init", help="start from this model (name or .keras path) instead of "
+                                  "random weights")
+    t.add_argument("--schedule", choices=["plateau", "cosine"], default="plateau",
+                   help="learning rate: x0.1 on a validation plateau with early stopping, "
+                        "or a cosine decay to 0 over all epochs")
+    t.add_argument("--augment", choices=["strong", "classic"],
+                   help="augmentation recipe (default: strong for several data sets)")
+    t.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
+                   help="training compute precision (bfloat16: faster on CPUs with "
+                        "native bfloat16)")
     t.add_argument("--out", help="output folder (default: the user model folder)")
     t.add_argument("--name", help="saved model name (default: the architecture)")
     t.add_argument("--epochs", type=int, default=400)
@@ -479,16 +516,21 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--write", action="store_true", help="store the result in the model card")
     u.set_defaults(func=cmd_tune)
 
-    b = sub.add_parser("benchmark", help="MoNuSeg test table for the shipped models")
+    b = sub.add_parser("benchmark", help="test tables (one per data set) for the shipped "
+                                         "models")
     b.add_argument("models", nargs="*", help="model names or paths (default: all shipped)")
-    b.add_argument("--data")
-    b.add_argument("--split", default="test", choices=["test", "val"])
-    b.add_argument("--limit", type=int, help="first N tiles only")
+    b.add_argument("--data", help="data root holding monuseg/, consep/ (default "
+                                  "$NUCLEOSEG_DATA or ../shared/data)")
+    b.add_argument("--datasets", help="comma-separated data sets (default: every one found)")
+    b.add_argument("--split", default="test", choices=["test", "val"],
+                   help="official test tiles, or the validation tiles held out of training")
+    b.add_argument("--limit", type=int, help="first N tiles of each data set only")
     b.add_argument("--no-baseline", action="store_true", help="skip the Otsu+watershed row")
     _add_precision(b)
-    b.add_argument("--markdown", action="store_true")
-    b.add_argument("--json", help="write all numbers (per image too) as JSON")
-    b.add_argument("-q", "--quiet", action="store_true")
+    b.add_argument("--markdown", action="store_true", help="print Markdown tables")
+    b.add_argument("--json", help="write all numbers (per image too) as JSON: a list of rows "
+                                  "for one data set, {data set: rows} for several")
+    b.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     b.set_defaults(func=cmd_benchmark)
 
     m = sub.add_parser("models", help="list trained models and architectures")

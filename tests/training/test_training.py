@@ -56,3 +56,64 @@ def test_few_steps_lower_the_loss_on_real_patches(data_root, tmp_path):
     res = train(model, sampler, (x, y), epochs=3, steps_per_epoch=8, batch_size=8,
                 progress=lambda s, t, logs: steps.append(s), should_stop=lambda: len(steps) >= 2)
     assert res.cancelled and len(steps) == 2
+
+
+def test_strong_augmentation_and_balanced_groups():
+    """The multi-lab recipe: every augmentation runs and keeps shapes/ranges, targets stay
+    binary after zoom, the default recipe is the old one draw for draw, and groups are drawn
+    equally often whatever their sizes."""
+    from _helpers import synthetic_nuclei
+
+    from nucleoseg.training.data import STRONG_AUGMENTATION, Augmentation
+
+    img, lab = synthetic_nuclei((120, 120), n=10)
+    tgt = make_targets(lab)
+    always = Augmentation(hed_sigma=0.12, saturation=0.3, blur_p=1.0, jpeg_p=1.0,
+                          scale=(0.8, 1.25))
+    x, y = PatchSampler([img], [tgt], patch=64, seed=3, augmentation=always).batch(6)
+    assert x.shape == (6, 64, 64, 3) and x.dtype == np.float32
+    assert 0 <= x.min() and x.max() <= 1 and set(np.unique(y)) <= {0.0, 1.0}
+    plain, _ = PatchSampler([img], [tgt], patch=64, seed=3, augment=False).batch(6)
+    assert not np.allclose(x, plain)
+    # the default Augmentation reproduces the earlier sampler exactly
+    a = PatchSampler([img], [tgt], patch=64, seed=7).batch(4)
+    b = PatchSampler([img], [tgt], patch=64, seed=7, augmentation=Augmentation()).batch(4)
+    np.testing.assert_array_equal(a[0], b[0])
+    assert STRONG_AUGMENTATION.hed_sigma > Augmentation().hed_sigma
+    # a big group and a small one are drawn equally often
+    big, small = np.zeros((400, 400, 3), np.uint8), np.full((100, 100, 3), 255, np.uint8)
+    tb, ts = np.zeros((400, 400, 2), np.uint8), np.zeros((100, 100, 2), np.uint8)
+    s = PatchSampler([big, big, small], [tb, tb, ts], patch=32, augment=False, groups=[0, 0, 1])
+    x, _ = s.batch(400)
+    share = float((x.mean(axis=(1, 2, 3)) > 0.5).mean())
+    assert 0.4 < share < 0.6, share
+    with pytest.raises(ValueError, match="one group per image"):
+        PatchSampler([big], [tb], patch=32, groups=[0, 1])
+
+
+def test_cosine_schedule_and_bfloat16_training(tmp_path):
+    """``schedule="cosine"`` decays the rate to ~0 over all steps and runs every epoch;
+    training a bfloat16 copy moves the float32 model's weights when copied back."""
+    import keras
+
+    from _helpers import synthetic_nuclei
+
+    from nucleoseg.models.precision import with_precision
+    from nucleoseg.models.registry import build
+    from nucleoseg.training.train import train
+
+    img, lab = synthetic_nuclei((96, 96), n=8)
+    sampler = PatchSampler([img], [make_targets(lab)], patch=32, seed=0)
+    keras.utils.set_random_seed(0)
+    model = build("unet", depth=2, base_filters=4, dropout=0.0)
+    before = [w.copy() for w in model.get_weights()]
+    mixed = with_precision(model, "bfloat16")
+    res = train(mixed, sampler, None, epochs=2, steps_per_epoch=3, batch_size=2,
+                learning_rate=1e-2, schedule="cosine", early_stopping_patience=0)
+    assert res.epochs_run == 2
+    lr = mixed.optimizer.learning_rate
+    assert float(lr) < 1e-6  # decayed to ~0 after epochs * steps
+    model.set_weights(mixed.get_weights())
+    assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+    with pytest.raises(ValueError, match="schedule"):
+        train(model, sampler, None, epochs=1, steps_per_epoch=1, schedule="step")

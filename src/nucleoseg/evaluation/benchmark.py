@@ -1,5 +1,6 @@
-"""The MoNuSeg test table: every shipped model (and the non-learned baseline) on the 14
-official test tiles, whole-image metrics pooled over the set, plus seconds per tile."""
+"""The test tables: every shipped model (and the non-learned baseline) on the official test
+tiles of each data set (MoNuSeg 14, CoNSeP 14), whole-image metrics pooled over the set, plus
+seconds per tile."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from ..inference.predict import Progress
 from .metrics import Counts, counts
 
 BASELINE = "otsu_watershed"
-TABLE_KEYS = ("dice", "iou", "accuracy", "object_f1", "pq", "aji")
+TABLE_KEYS = ("dice", "iou", "accuracy", "precision", "recall", "object_f1", "pq", "aji")
+#: Table titles of the data sets.
+TITLES = {"monuseg": "MoNuSeg 2018", "consep": "CoNSeP"}
 
 
 def benchmark(
@@ -23,8 +26,9 @@ def benchmark(
     limit: int | None = None,
     should_stop: Callable[[], bool] | None = None,
     precision: str = "auto",
+    dataset: str = "monuseg",
 ) -> Generator[Progress, None, list[dict[str, Any]]]:
-    """Evaluate ``models`` on a MoNuSeg split (a progress generator).
+    """Evaluate ``models`` on a split of ``dataset`` (a progress generator).
 
     ``precision`` is passed to :meth:`Segmenter.load` (rows record it as
     ``compute_precision``; ``precision`` is the metric).
@@ -36,9 +40,9 @@ def benchmark(
         "object_f1", "pq", "aji", "aji_mean", "dice_mean", "seconds_per_tile",
         "per_image": [...]}``.
     """
-    from ..io.monuseg import list_tiles
+    from ..io.datasets import list_tiles
 
-    tiles = list_tiles(split, data)[:limit]
+    tiles = list_tiles(dataset, split, data)[:limit]
     images = [t.image() for t in tiles]
     truths = [t.labels() for t in tiles]
     names = list(models) + ([BASELINE] if include_baseline else [])
@@ -85,7 +89,8 @@ def benchmark(
 
 def format_table(rows: list[dict[str, Any]], markdown: bool = False) -> str:
     """Render benchmark rows as a fixed-width (or Markdown) table."""
-    head = ["model", "Dice (=F1)", "IoU", "accuracy", "object F1", "PQ", "AJI", "s/tile"]
+    head = ["model", "Dice (=F1)", "IoU", "accuracy", "precision", "recall", "object F1", "PQ",
+            "AJI", "s/tile"]
     lines = []
     for r in rows:
         lines.append([r["model"]] + [f"{r[k]:.4f}" for k in TABLE_KEYS]

@@ -148,6 +148,35 @@ def load_model(name_or_path: str | Path, verify: bool = True):
     return model, card
 
 
+#: Longest user model name (file systems allow 255 bytes for ``<name>.keras``).
+MAX_NAME_LENGTH = 100
+
+
+def check_model_name(name: str) -> str:
+    """Check a user-supplied model name before any work is done with it.
+
+    A name is a plain file stem: no path separators or characters Windows refuses, no leading
+    dot, no ``..``, at most :data:`MAX_NAME_LENGTH` characters.
+
+    Raises
+    ------
+    WeightsError
+        With the reason, for an unusable name.
+    """
+    bad = '/\\:*?"<>|'
+    if not isinstance(name, str) or not name.strip():
+        raise WeightsError("a model name cannot be empty")
+    if any(c in name for c in bad) or any(ord(c) < 32 for c in name):
+        raise WeightsError(f"invalid model name {name!r}: it may not contain / \\ : * ? \" < > | "
+                           "or control characters")
+    if name.startswith(".") or ".." in name:
+        raise WeightsError(f"invalid model name {name!r}: it may not start with a dot or hold '..'")
+    if len(name) > MAX_NAME_LENGTH:
+        raise WeightsError(f"model name too long ({len(name)} characters; at most "
+                           f"{MAX_NAME_LENGTH})")
+    return name
+
+
 def save_model(model, directory: str | Path, name: str, card: dict[str, Any]) -> Path:
     """Save ``model`` as ``directory/name.keras`` with its card, both atomically.
 
@@ -166,8 +195,7 @@ def save_model(model, directory: str | Path, name: str, card: dict[str, Any]) ->
         "NUCLEOSEG_WRITE_SHIPPED"
     ):
         raise WeightsError("refusing to overwrite the shipped weights; save to the user folder")
-    if not name or any(c in name for c in '/\\:*?"<>|') or name.startswith("."):
-        raise WeightsError(f"invalid model name {name!r}")
+    check_model_name(name)
     directory.mkdir(parents=True, exist_ok=True)
     model_path = directory / f"{name}.keras"
     bare = _without_optimizer(model)

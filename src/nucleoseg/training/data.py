@@ -70,6 +70,54 @@ def _dihedral(x: np.ndarray, k: int) -> np.ndarray:
     return np.rot90(x, k & 3, axes=(0, 1))
 
 
+@dataclass(frozen=True)
+class Augmentation:
+    """Random photometric and geometric changes applied to training patches.
+
+    The default is the MoNuSeg-only recipe (dihedral, HED jitter 0.05, brightness/contrast);
+    :data:`STRONG_AUGMENTATION` is the multi-lab recipe.
+
+    Parameters
+    ----------
+    hed_sigma, hed_bias : float
+        Stain jitter (see :func:`hed_jitter`).
+    gain, shift : float
+        Contrast ``U(1-gain, 1+gain)`` about 0.5 and brightness ``U(-shift, shift)``.
+    saturation : float
+        Colour saturation ``U(1-saturation, 1+saturation)`` about the luminance (0: off).
+    blur_p, blur_sigma : float
+        Probability of a Gaussian blur of ``U(0.3, blur_sigma)`` px.
+    jpeg_p : float
+        Probability of a JPEG round trip at quality ``U(jpeg_quality)``.
+    scale : tuple of float
+        Zoom range (1, 1: off); a patch of ``patch / s`` px is resized to ``patch``.
+    """
+
+    hed_sigma: float = 0.05
+    hed_bias: float = 0.02
+    gain: float = 0.1
+    shift: float = 0.05
+    saturation: float = 0.0
+    blur_p: float = 0.0
+    blur_sigma: float = 1.5
+    jpeg_p: float = 0.0
+    jpeg_quality: tuple[int, int] = (40, 90)
+    scale: tuple[float, float] = (1.0, 1.0)
+
+    def to_dict(self) -> dict:
+        """Plain values for a model card."""
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+#: Multi-lab recipe: wider stain jitter, saturation, blur, JPEG artefacts, +-20 % zoom.
+STRONG_AUGMENTATION = Augmentation(
+    hed_sigma=0.12, hed_bias=0.03, gain=0.2, shift=0.08, saturation=0.25,
+    blur_p=0.2, jpeg_p=0.25, scale=(0.8, 1.25),
+)
+
+
 @dataclass
 class PatchSampler:
     """Random square patches with dihedral, stain and brightness/contrast augmentation.
@@ -86,6 +134,13 @@ class PatchSampler:
         Apply augmentation.
     seed : int
         Seed of the sampler's own generator.
+    hed_sigma : float
+        Stain jitter of the default augmentation (ignored when ``augmentation`` is given).
+    augmentation : Augmentation, optional
+        The augmentation recipe.
+    groups : list of int, optional
+        A group (data set) per image: each group is drawn equally often, images within a
+        group by area. Without it, images are drawn by area.
     """
 
     images: list[np.ndarray]
@@ -94,11 +149,17 @@ class PatchSampler:
     augment: bool = True
     seed: int = 0
     hed_sigma: float = 0.05
+    augmentation: Augmentation | None = None
+    groups: list[int] | None = None
     rng: np.random.Generator = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if len(self.images) != len(self.targets) or not self.images:
             raise ValueError("need the same, non-zero number of images and targets")
+        if self.augmentation is None:
+            self.augmentation = Augmentation(hed_sigma=self.hed_sigma)
+        largest = int(np.ceil(self.patch / min(self.augmentation.scale))) if self.augment \
+            else self.patch
         for img, tgt in zip(self.images, self.targets, strict=True):
             if img.shape[:2] != tgt.shape[:2]:
                 raise ValueError(f"image {img.shape} and target {tgt.shape} differ in size")
@@ -106,8 +167,15 @@ class PatchSampler:
                 raise ValueError(
                     f"an image of {img.shape[:2]} is smaller than the patch {self.patch}"
                 )
+        self._largest = largest
         self.rng = np.random.default_rng(self.seed)
         areas = np.array([i.shape[0] * i.shape[1] for i in self.images], float)
+        if self.groups is not None:
+            g = np.asarray(self.groups)
+            if g.shape != (len(self.images),):
+                raise ValueError("give one group per image")
+            for k in np.unique(g):
+                areas[g == k] /= areas[g == k].sum()
         self._p = areas / areas.sum()
 
     def batch(
@@ -119,27 +187,77 @@ class PatchSampler:
         several threads at once.
         """
         p = self.patch
+        aug = self.augmentation
         rng = self.rng if rng is None else rng
         xs = np.empty((size, p, p, 3), np.float32)
         ys = np.empty((size, p, p, self.targets[0].shape[-1]), np.float32)
         for k in range(size):
             i = rng.choice(len(self.images), p=self._p)
             img, tgt = self.images[i], self.targets[i]
-            r = rng.integers(0, img.shape[0] - p + 1)
-            c = rng.integers(0, img.shape[1] - p + 1)
-            x, y = img[r : r + p, c : c + p], tgt[r : r + p, c : c + p]
+            side = p
+            if self.augment and aug.scale != (1.0, 1.0):
+                zoom = float(np.exp(rng.uniform(*np.log(aug.scale))))
+                side = min(int(round(p / zoom)), *img.shape[:2])
+            r = rng.integers(0, img.shape[0] - side + 1)
+            c = rng.integers(0, img.shape[1] - side + 1)
+            x, y = img[r : r + side, c : c + side], tgt[r : r + side, c : c + side]
+            if side != p:
+                x, y = _resize_pair(x, y, p)
             if self.augment:
                 d = int(rng.integers(8))
                 x, y = _dihedral(x, d), _dihedral(y, d)
+                if aug.jpeg_p and rng.random() < aug.jpeg_p:
+                    x = _jpeg(x, int(rng.integers(*aug.jpeg_quality)))
             xs[k] = x
             ys[k] = y
         xs *= np.float32(1 / 255)
         if self.augment:
-            xs = hed_jitter(xs, rng, sigma=self.hed_sigma)
-            gain = rng.uniform(0.9, 1.1, (size, 1, 1, 1)).astype(np.float32)
-            shift = rng.uniform(-0.05, 0.05, (size, 1, 1, 1)).astype(np.float32)
-            xs = np.clip((xs - 0.5) * gain + 0.5 + shift, 0, 1)
+            xs = _photometric(xs, aug, rng)
         return xs, ys
+
+
+def _resize_pair(x: np.ndarray, y: np.ndarray, p: int) -> tuple[np.ndarray, np.ndarray]:
+    """Resize an image patch (bilinear) and its targets (nearest) to ``p x p``."""
+    from PIL import Image
+
+    xi = np.asarray(Image.fromarray(np.ascontiguousarray(x)).resize((p, p), Image.BILINEAR))
+    yi = np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(y[..., c]))
+                              .resize((p, p), Image.NEAREST)) for c in range(y.shape[-1])], -1)
+    return xi, yi
+
+
+def _jpeg(x: np.ndarray, quality: int) -> np.ndarray:
+    """A JPEG encode/decode round trip of a ``(H, W, 3) uint8`` patch."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(x)).save(buf, format="JPEG", quality=quality)
+    buf.seek(0)
+    with Image.open(buf) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def _photometric(xs: np.ndarray, aug: Augmentation, rng: np.random.Generator) -> np.ndarray:
+    """Stain jitter, saturation, contrast/brightness and blur of a batch in [0, 1]."""
+    size = xs.shape[0]
+    xs = hed_jitter(xs, rng, sigma=aug.hed_sigma, bias=aug.hed_bias)
+    if aug.saturation:
+        lum = xs @ np.array([0.299, 0.587, 0.114], np.float32)
+        sat = rng.uniform(1 - aug.saturation, 1 + aug.saturation, (size, 1, 1, 1))
+        xs = lum[..., None] + (xs - lum[..., None]) * sat.astype(np.float32)
+    gain = rng.uniform(1 - aug.gain, 1 + aug.gain, (size, 1, 1, 1)).astype(np.float32)
+    shift = rng.uniform(-aug.shift, aug.shift, (size, 1, 1, 1)).astype(np.float32)
+    xs = np.clip((xs - 0.5) * gain + 0.5 + shift, 0, 1)
+    if aug.blur_p:
+        from scipy import ndimage as ndi
+
+        for k in range(size):
+            if rng.random() < aug.blur_p:
+                s = float(rng.uniform(0.3, aug.blur_sigma))
+                xs[k] = ndi.gaussian_filter(xs[k], (s, s, 0))
+    return xs.astype(np.float32)
 
 
 def grid_patches(

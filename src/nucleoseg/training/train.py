@@ -141,12 +141,18 @@ class TrainResult:
 
 
 def compile_model(model: keras.Model, learning_rate: float = 1e-3, loss: str = "bce_dice",
-                  jit_compile: bool | str = "auto") -> None:
-    """Compile with Adam, the named loss and the nucleus Dice metric."""
+                  jit_compile: bool | str = "auto", decay_steps: int | None = None) -> None:
+    """Compile with Adam, the named loss and the nucleus Dice metric.
+
+    ``decay_steps`` gives a cosine decay of the learning rate to 0 over that many steps.
+    """
     if loss not in LOSSES:
         raise ValueError(f"unknown loss {loss!r}; choose one of {sorted(LOSSES)}")
+    lr = learning_rate
+    if decay_steps:
+        lr = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps)
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
+        optimizer=keras.optimizers.Adam(lr),
         loss=LOSSES[loss],
         metrics=[nucleus_dice],
         jit_compile=jit_compile,
@@ -173,6 +179,7 @@ def train(
     should_stop: Callable[[], bool] | None = None,
     compile: bool = True,
     time_budget: float | None = None,
+    schedule: str = "plateau",
 ) -> TrainResult:
     """Train ``model`` on patches from ``sampler``.
 
@@ -193,18 +200,28 @@ def train(
         epoch so far are restored, the checkpoint is left as it was).
     time_budget : float, optional
         Wall-clock seconds after which training ends at the next epoch boundary.
+    schedule : {"plateau", "cosine"}
+        "plateau": the learning-rate decay and early stopping above; "cosine": the learning
+        rate decays from ``learning_rate`` to 0 over ``epochs * steps_per_epoch`` steps and
+        every epoch runs. Either way the best epoch's weights are restored at the end.
     """
+    if schedule not in ("plateau", "cosine"):
+        raise ValueError("schedule must be 'plateau' or 'cosine'")
     keras.utils.set_random_seed(seed)
     if compile:
-        compile_model(model, learning_rate, loss, jit_compile)
+        compile_model(model, learning_rate, loss, jit_compile,
+                      decay_steps=epochs * steps_per_epoch if schedule == "cosine" else None)
     monitor = "val_loss" if validation is not None else "loss"
     prog = ProgressCallback(epochs * steps_per_epoch, progress, should_stop, on_epoch)
+    plateau = schedule == "plateau"
     callbacks: list[keras.callbacks.Callback] = [
-        keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=0.1,
-                                          patience=plateau_patience, min_lr=1e-6),
-        keras.callbacks.EarlyStopping(monitor=monitor, patience=early_stopping_patience,
-                                      restore_best_weights=True),
+        keras.callbacks.EarlyStopping(
+            monitor=monitor, patience=early_stopping_patience if plateau else epochs + 1,
+            restore_best_weights=True),
     ]
+    if plateau:
+        callbacks.insert(0, keras.callbacks.ReduceLROnPlateau(
+            monitor=monitor, factor=0.1, patience=plateau_patience, min_lr=1e-6))
     if time_budget is not None:
         callbacks.append(TimeBudget(time_budget))
     callbacks.append(prog)  # last, so its logs include the learning rate
