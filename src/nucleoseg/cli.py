@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from . import __version__
 
 
@@ -68,6 +70,13 @@ def cmd_segment(args: argparse.Namespace) -> int:
         else:
             outs.append(path.with_name(f"{_stem(path)}.zarr" if slide
                                        else f"{_stem(path)}_labels{args.format or '.tif'}"))
+    if args.classify:
+        from .classify.classifier import resolve_classifier_path
+
+        resolve_classifier_path(args.classify)  # an unknown name fails before any work
+        if any(slides):
+            raise UsageError("--classify works on images held in memory; whole slides are "
+                             "not classified yet")
     for path, slide, out in zip(images, slides, outs, strict=True):
         if slide and out.suffix.lower() != ".zarr":
             raise UsageError(f"{path.name} is a whole slide: its labels go to a .zarr folder "
@@ -219,11 +228,29 @@ def _exports(args: argparse.Namespace, out: Path, labels, image) -> list[str]:
 
     stem = out.with_suffix("")
     lines = []
+    classes = None
+    if getattr(args, "classify", None):
+        from .classify.classifier import NucleusClassifier
+
+        clf = getattr(args, "_classifier", None)
+        if clf is None:
+            clf = args._classifier = NucleusClassifier.load(args.classify)
+        ids, idx = clf.predict(image, labels)
+        classes = {int(i): (clf.classes[int(k)], clf.colors[int(k)])
+                   for i, k in zip(ids, idx, strict=True)}
+        counts = np.bincount(idx, minlength=len(clf.classes)) if len(idx) else \
+            np.zeros(len(clf.classes), int)
+        lines.append("  classes: " + ", ".join(f"{n} {int(c)}" for n, c in
+                                               zip(clf.classes, counts, strict=True)))
     if args.measurements:
         rows = measure_nuclei(labels, image, args.mpp)
+        if classes is not None:
+            for row in rows:
+                row["class"] = classes.get(row["id"], ("", ""))[0]
         lines.append(f"  measurements -> {write_measurements_csv(f'{stem}_nuclei.csv', rows)}")
     if args.geojson:
-        lines.append(f"  QuPath GeoJSON -> {write_geojson(f'{stem}.geojson', labels)}")
+        lines.append(f"  QuPath GeoJSON -> "
+                     f"{write_geojson(f'{stem}.geojson', labels, classes=classes)}")
     return lines
 
 
@@ -454,6 +481,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write <labels>.geojson (QuPath detections)")
     s.add_argument("--measurements", action="store_true",
                    help="also write <labels>_nuclei.csv (centroid, area, perimeter, ...)")
+    s.add_argument("--classify", nargs="?", const="consep_types", metavar="CLASSIFIER",
+                   help="classify every nucleus (default classifier: consep_types = other, "
+                        "inflammatory, epithelial, spindle): prints counts per class, adds a "
+                        "class column to the CSV and a classification to the GeoJSON")
     s.add_argument("--mpp", type=float,
                    help="microns per pixel of the input: the µm columns, and a slide's "
                         "resolution when its file lacks (or misstates) it")
@@ -542,6 +573,7 @@ def main(argv: list[str] | None = None) -> int:
     """Console entry point; returns the exit status."""
     args = build_parser().parse_args(argv)
     _quiet_tensorflow()
+    from .classify.classifier import ClassifierError
     from .inference.predict import Cancelled
     from .io.images import ImageError
     from .models.weights import WeightsError
@@ -551,8 +583,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("nucleoseg: interrupted", file=sys.stderr)
         return 130
-    except (UsageError, ImageError, WeightsError, FileNotFoundError, ValueError,
-            Cancelled, PermissionError, IsADirectoryError) as exc:
+    except (UsageError, ImageError, WeightsError, ClassifierError, ValueError, Cancelled,
+            OSError) as exc:
         if os.environ.get("NUCLEOSEG_DEBUG"):
             raise
         print(f"nucleoseg: error: {exc}", file=sys.stderr)

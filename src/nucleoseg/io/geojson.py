@@ -4,7 +4,9 @@ GeoJSON coordinates are QuPath's pixel coordinates of the full image: x = column
 pixel (r, c) covering ``[c, c+1) x [r, r+1)``. Each nucleus is a ``Feature`` with a closed
 ``Polygon`` ring (its outer outline, traced between pixel centres) and
 ``properties.objectType`` ``"detection"`` (QuPath's cell/nucleus objects; use
-``"annotation"`` for editable outlines) and ``classification.name`` ``"Nucleus"``.
+``"annotation"`` for editable outlines) and ``classification`` ``{"name", "color"}``: the
+nucleus's class when it was classified (QuPath colours it by that class on import), else
+``"Nucleus"``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ def labels_to_geojson(
     offset: tuple[float, float] = (0.0, 0.0),
     measurements: dict[int, dict[str, float]] | None = None,
     scale: float = 1.0,
+    classes: dict[int, tuple[str, str]] | None = None,
 ) -> dict[str, Any]:
     """A GeoJSON ``FeatureCollection`` with one polygon per labelled nucleus.
 
@@ -41,6 +44,8 @@ def labels_to_geojson(
     scale : float
         Full-image pixels per pixel of ``labels`` (labels of a downsampled or resampled
         slide level); coordinates are multiplied by it after the offset.
+    classes : dict, optional
+        Per label id, ``(class name, "#rrggbb")``; ids without one stay "Nucleus".
     """
     from .monuseg import labels_to_regions
 
@@ -59,7 +64,7 @@ def labels_to_geojson(
             ring.append(ring[0])
         props: dict[str, Any] = {
             "objectType": object_type,
-            "classification": {"name": "Nucleus", "color": [0, 200, 80]},
+            "classification": _classification((classes or {}).get(int(label_id))),
             "name": f"nucleus {int(label_id)}",
         }
         if measurements and int(label_id) in measurements:
@@ -68,6 +73,32 @@ def labels_to_geojson(
                          "geometry": {"type": "Polygon", "coordinates": [ring]},
                          "properties": props})
     return {"type": "FeatureCollection", "features": features}
+
+
+def _classification(cls: tuple[str, str] | None) -> dict[str, Any]:
+    if cls is None:
+        return {"name": "Nucleus", "color": [0, 200, 80]}
+    name, color = cls
+    return {"name": str(name), "color": hex_to_rgb(color)}
+
+
+def hex_to_rgb(color: str) -> list[int]:
+    """``"#rrggbb"`` to ``[r, g, b]``."""
+    c = color.lstrip("#")
+    if len(c) != 6:
+        raise ValueError(f"expected a #rrggbb colour, got {color!r}")
+    return [int(c[i : i + 2], 16) for i in (0, 2, 4)]
+
+
+def geojson_classes(collection: dict[str, Any]) -> dict[int, str]:
+    """``{feature id: class name}`` of a FeatureCollection (features without an id are
+    numbered 1, 2, ... in order, as :func:`geojson_to_labels` numbers them)."""
+    out = {}
+    for k, feature in enumerate(collection.get("features", []), start=1):
+        cls = (feature.get("properties") or {}).get("classification") or {}
+        if cls.get("name"):
+            out[int(feature.get("id", k))] = str(cls["name"])
+    return out
 
 
 def geojson_to_labels(collection: dict[str, Any], shape: tuple[int, int]) -> np.ndarray:
@@ -138,12 +169,14 @@ def measure_nuclei(
 
 
 def write_measurements_csv(path: str | Path, rows: list[dict[str, float]]) -> Path:
-    """Write :func:`measure_nuclei` rows as CSV (atomically)."""
+    """Write :func:`measure_nuclei` rows as CSV (atomically); a ``class`` column follows when
+    the rows carry one."""
     import csv
 
     def write(tmp: Path) -> None:
         with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(MEASUREMENT_COLUMNS))
+            extra = ["class"] if any("class" in r for r in rows) else []
+            w = csv.DictWriter(f, fieldnames=[*MEASUREMENT_COLUMNS, *extra])
             w.writeheader()
             for row in rows:
                 w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})

@@ -1,0 +1,1 @@
+"""Nucleus types: per-nucleus features and classifiers (pure numpy + scikit-learn)."""

@@ -1,0 +1,276 @@
+"""Nucleus type classifiers: a random forest over per-nucleus features, stored without pickle.
+
+A classifier is ``<name>.npz`` (the forest's node arrays, ``allow_pickle=False``) plus
+``<name>.json`` (its card: class names and colours, feature names, training data and
+metrics, the ``.npz`` file's SHA-256). Training uses scikit-learn; prediction walks the stored
+trees with numpy, so loading a classifier never runs code from a file.
+
+Shipped classifiers live in ``weights/classifiers/`` (never written to); the user's own in
+``<user model folder>/classifiers/``.
+"""
+
+from __future__ import annotations
+
+import io as _io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .features import FEATURE_NAMES, nucleus_features
+
+#: The shipped CoNSeP classifier's name.
+DEFAULT_CLASSIFIER = "consep_types"
+CLASSIFIER_VERSION = 1
+#: Distinct colours that stand out on H&E, one per class in order (then they repeat).
+PALETTE = ("#ffd400", "#00c8ff", "#ff3030", "#30ff60", "#ff8c00", "#b070ff", "#ffffff",
+           "#00ffd0")
+
+
+class ClassifierError(RuntimeError):
+    """A classifier that cannot be used (missing, corrupted, mismatched)."""
+
+
+@dataclass
+class Forest:
+    """A tree ensemble as flat node arrays (every tree's nodes concatenated).
+
+    ``feature`` is -1 at leaves; ``left``/``right`` are absolute node indices; ``value`` is
+    ``(nodes, classes)`` class probabilities at the leaves; ``roots`` the first node of each
+    tree.
+    """
+
+    feature: np.ndarray
+    threshold: np.ndarray
+    left: np.ndarray
+    right: np.ndarray
+    value: np.ndarray
+    roots: np.ndarray
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        """``(N, F)`` features to ``(N, classes)`` probabilities (mean over trees)."""
+        n = x.shape[0]
+        if n == 0:
+            return np.zeros((0, self.value.shape[1]), np.float32)
+        node = np.broadcast_to(self.roots, (n, self.roots.size)).copy()
+        rows = np.arange(n)[:, None]
+        while True:
+            f = self.feature[node]
+            inner = f >= 0
+            if not inner.any():
+                break
+            go_left = x[rows, np.maximum(f, 0)] <= self.threshold[node]
+            nxt = np.where(go_left, self.left[node], self.right[node])
+            node = np.where(inner, nxt, node)
+        return self.value[node].mean(axis=1)
+
+    @classmethod
+    def from_sklearn(cls, estimator: Any, n_classes: int) -> Forest:
+        """Export a fitted ``RandomForestClassifier``/``ExtraTreesClassifier``.
+
+        ``estimator.classes_`` must be class indices ``< n_classes``.
+        """
+        feats, thr, left, right, vals, roots = [], [], [], [], [], []
+        offset = 0
+        cols = np.asarray(estimator.classes_, int)
+        for tree in estimator.estimators_:
+            t = tree.tree_
+            leaf = t.children_left < 0
+            roots.append(offset)
+            feats.append(np.where(leaf, -1, t.feature).astype(np.int16))
+            thr.append(t.threshold.astype(np.float32))
+            left.append(np.where(leaf, 0, t.children_left + offset).astype(np.int32))
+            right.append(np.where(leaf, 0, t.children_right + offset).astype(np.int32))
+            v = t.value[:, 0, :].astype(np.float64)
+            v = v / np.maximum(v.sum(axis=1, keepdims=True), 1e-12)
+            full = np.zeros((t.node_count, n_classes), np.float32)
+            full[:, cols] = v
+            vals.append(full)
+            offset += t.node_count
+        return cls(np.concatenate(feats), np.concatenate(thr), np.concatenate(left),
+                   np.concatenate(right), np.concatenate(vals).astype(np.float16),
+                   np.asarray(roots, np.int32))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {k: getattr(self, k) for k in
+                ("feature", "threshold", "left", "right", "value", "roots")}
+
+
+@dataclass
+class NucleusClassifier:
+    """Classes of nuclei from an image and its instance labels.
+
+    Parameters
+    ----------
+    classes : list of str
+        Class names; predictions are indices into this list.
+    colors : list of str
+        ``#rrggbb`` per class.
+    forest : Forest
+        The fitted trees.
+    card : dict
+        Everything else worth keeping (training data, metrics, time).
+    """
+
+    classes: list[str]
+    colors: list[str]
+    forest: Forest
+    card: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def fit(
+        cls,
+        features: np.ndarray,
+        targets: np.ndarray,
+        classes: list[str],
+        colors: list[str] | None = None,
+        trees: int = 100,
+        max_depth: int | None = 16,
+        min_samples_leaf: int = 2,
+        seed: int = 0,
+        class_weight: str | None = "balanced_subsample",
+        card: dict[str, Any] | None = None,
+    ) -> NucleusClassifier:
+        """Train a random forest on ``(N, F)`` features and ``(N,)`` class indices."""
+        from sklearn.ensemble import RandomForestClassifier
+
+        targets = np.asarray(targets, int)
+        if features.shape[0] != targets.shape[0] or features.shape[0] == 0:
+            raise ValueError("need one class per nucleus, and at least one nucleus")
+        if targets.min() < 0 or targets.max() >= len(classes):
+            raise ValueError("class indices must lie in 0..len(classes)-1")
+        if np.unique(targets).size < 2:
+            raise ValueError("mark nuclei of at least two classes")
+        rf = RandomForestClassifier(
+            n_estimators=trees, max_depth=max_depth, min_samples_leaf=min_samples_leaf,
+            class_weight=class_weight, random_state=seed, n_jobs=1,
+            max_features="sqrt",
+        )
+        rf.fit(features, targets)
+        colors = list(colors or [PALETTE[i % len(PALETTE)] for i in range(len(classes))])
+        info = {"trees": trees, "max_depth": max_depth, "min_samples_leaf": min_samples_leaf,
+                "class_weight": class_weight, "seed": seed, "nuclei": int(targets.size),
+                "per_class": {c: int((targets == i).sum()) for i, c in enumerate(classes)}}
+        return cls(list(classes), colors, Forest.from_sklearn(rf, len(classes)),
+                   {**(card or {}), "training": {**(card or {}).get("training", {}), **info}})
+
+    def predict_features(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(N, F)`` features to ``(class indices (N,), probabilities (N, C))``."""
+        if features.shape[1] != len(FEATURE_NAMES):
+            raise ClassifierError(f"expected {len(FEATURE_NAMES)} features, got "
+                                  f"{features.shape[1]}")
+        proba = self.forest.predict_proba(features.astype(np.float32))
+        return proba.argmax(axis=1), proba
+
+    def predict(self, image: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Class of every nucleus: ``(ids (N,), class indices (N,))``."""
+        ids, feats = nucleus_features(image, labels)
+        cls_idx, _ = self.predict_features(feats)
+        return ids, cls_idx
+
+    def class_names(self, indices: np.ndarray) -> list[str]:
+        """Names of class indices."""
+        return [self.classes[int(i)] for i in indices]
+
+    # ------------------------------------------------------------ files
+    def save(self, directory: str | Path, name: str) -> Path:
+        """Write ``directory/name.npz`` and its card atomically; returns the ``.npz`` path.
+
+        Refuses the shipped folder.
+        """
+        from ..io.atomic import atomic_write_bytes
+        from ..models.weights import check_model_name, sha256, shipped_dir
+
+        check_model_name(name)
+        directory = Path(directory)
+        shipped = (shipped_dir() / "classifiers").resolve()
+        import os
+
+        if directory.resolve() == shipped and not os.environ.get("NUCLEOSEG_WRITE_SHIPPED"):
+            raise ClassifierError("refusing to overwrite a shipped classifier; save to the "
+                                  "user folder")
+        buf = _io.BytesIO()
+        np.savez_compressed(buf, **self.forest.arrays())
+        path = atomic_write_bytes(directory / f"{name}.npz", buf.getvalue())
+        card = {**self.card, "name": name, "kind": "nucleus_classifier",
+                "card_version": CLASSIFIER_VERSION, "classes": self.classes,
+                "colors": self.colors, "features": list(FEATURE_NAMES),
+                "sha256": sha256(path)}
+        atomic_write_bytes(path.with_suffix(".json"), (json.dumps(card, indent=2) + "\n").encode())
+        return path
+
+    @classmethod
+    def load(cls, name_or_path: str | Path) -> NucleusClassifier:
+        """Load a classifier by name (shipped, then user) or ``.npz`` path.
+
+        Raises
+        ------
+        ClassifierError
+            Missing files, a card without or with a different SHA-256, wrong features.
+        """
+        from ..models.weights import sha256
+
+        path = resolve_classifier_path(name_or_path)
+        card_path = path.with_suffix(".json")
+        try:
+            card = json.loads(card_path.read_text())
+        except (OSError, ValueError) as exc:
+            raise ClassifierError(f"classifier card {card_path.name} unreadable: {exc}") from None
+        expected = card.get("sha256")
+        if not expected:
+            raise ClassifierError(f"{card_path.name} has no sha256: refusing an unverified file")
+        if sha256(path) != expected:
+            raise ClassifierError(f"{path.name} is corrupted or was changed (SHA-256 differs "
+                                  "from its card)")
+        if list(card.get("features", [])) != list(FEATURE_NAMES):
+            raise ClassifierError(f"{path.name} was trained on other features; retrain it")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                forest = Forest(*(z[k] for k in ("feature", "threshold", "left", "right",
+                                                 "value", "roots")))
+        except (OSError, ValueError, KeyError) as exc:
+            raise ClassifierError(f"cannot read {path.name}: {exc}") from None
+        classes, colors = list(card["classes"]), list(card["colors"])
+        if forest.value.shape[1] != len(classes) or len(colors) != len(classes):
+            raise ClassifierError(f"{path.name}: classes and trees do not match")
+        return cls(classes, colors, forest, card)
+
+
+def shipped_classifier_dir() -> Path:
+    from ..models.weights import shipped_dir
+
+    return shipped_dir() / "classifiers"
+
+
+def user_classifier_dir() -> Path:
+    from ..models.weights import user_dir
+
+    return user_dir() / "classifiers"
+
+
+def available_classifiers() -> list[dict[str, Any]]:
+    """``{"name", "path", "source"}`` of every shipped and user classifier."""
+    out = []
+    for source, folder in (("shipped", shipped_classifier_dir()),
+                           ("user", user_classifier_dir())):
+        if folder.is_dir():
+            for p in sorted(folder.glob("*.npz")):
+                if p.with_suffix(".json").is_file():
+                    out.append({"name": p.stem, "path": p, "source": source})
+    return out
+
+
+def resolve_classifier_path(name_or_path: str | Path) -> Path:
+    """A classifier name or ``.npz`` path to an existing ``.npz`` path."""
+    p = Path(name_or_path)
+    if p.suffix == ".npz":
+        if not p.is_file():
+            raise ClassifierError(f"classifier file not found: {p}")
+        return p
+    for entry in available_classifiers():
+        if entry["name"] == str(name_or_path):
+            return entry["path"]
+    names = ", ".join(e["name"] for e in available_classifiers()) or "none installed"
+    raise ClassifierError(f"no classifier named {name_or_path!r} (available: {names})")
