@@ -204,7 +204,8 @@ def test_benchmark_command_on_monuseg(tmp_path, threshold_model_path, data_root,
 
     out = tmp_path / "rows.json"
     assert main(["benchmark", str(threshold_model_path), "--data", str(data_root),
-                 "--limit", "2", "--precision", precision, "--json", str(out), "-q"]) == 0
+                 "--datasets", "monuseg", "--limit", "2", "--precision", precision,
+                 "--json", str(out), "-q"]) == 0
     text = capsys.readouterr().out
     assert f"precision {precision}" in text and "otsu_watershed" in text
     rows = json.loads(out.read_text())
@@ -214,3 +215,48 @@ def test_benchmark_command_on_monuseg(tmp_path, threshold_model_path, data_root,
     for r in rows:
         assert 0 < r["precision"] <= 1 and 0 < r["dice"] <= 1
         assert len(r["per_image"]) == 2
+
+
+def test_benchmark_both_data_sets_with_types(tmp_path, threshold_model_path, data_root, capsys):
+    """One table per data set; CoNSeP rows carry the nucleus-type metrics of the shipped
+    classifier; the JSON maps data set to rows."""
+    import json
+
+    out = tmp_path / "rows.json"
+    assert main(["benchmark", str(threshold_model_path), "--data", str(data_root),
+                 "--limit", "1", "--no-baseline", "--precision", "float32",
+                 "--json", str(out), "-q"]) == 0
+    text = capsys.readouterr().out
+    assert "MoNuSeg 2018 test tiles (1)" in text and "CoNSeP test tiles (1)" in text
+    assert "F_inflammatory" in text and "recall" in text
+    tables = json.loads(out.read_text())
+    assert set(tables) == {"monuseg", "consep"}
+    types = tables["consep"][0]["types"]
+    assert 0 <= types["f_d"] <= 1 and "f_epithelial" in types
+    assert "types" not in tables["monuseg"][0]
+
+
+def test_segment_classify_exports(tmp_path, data_root, capsys):
+    """`segment --classify` on a CoNSeP tile: counts per class, a class column in the CSV
+    (id and centroids kept), a QuPath classification per GeoJSON detection."""
+    import csv
+    import json
+
+    from nucleoseg.io.consep import list_tiles
+
+    image = list_tiles("test", data_root)[0].image_path
+    out = tmp_path / "t_labels.tif"
+    assert main(["segment", str(image), "-o", str(out), "--model", "unet_lite", "--classify",
+                 "--measurements", "--geojson", "-q"]) == 0
+    text = capsys.readouterr().out
+    assert "classes: other" in text and "inflammatory" in text
+    rows = list(csv.DictReader(open(tmp_path / "t_labels_nuclei.csv")))
+    assert rows and {"id", "centroid_x_px", "centroid_y_px", "class"} <= set(rows[0])
+    assert {r["class"] for r in rows} <= {"other", "inflammatory", "epithelial", "spindle"}
+    feats = json.loads((tmp_path / "t_labels.geojson").read_text())["features"]
+    by_id = {str(f["id"]): f["properties"]["classification"] for f in feats}
+    for r in rows:
+        assert by_id[r["id"]]["name"] == r["class"] and len(by_id[r["id"]]["color"]) == 3
+    assert main(["segment", str(image), "-o", str(tmp_path / "x.tif"), "--classify", "nope"]
+                ) == 2
+    assert "no classifier named 'nope'" in capsys.readouterr().err

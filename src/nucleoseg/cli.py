@@ -393,7 +393,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- benchmark
 def cmd_benchmark(args: argparse.Namespace) -> int:
-    from .evaluation.benchmark import TITLES, benchmark, format_table
+    from .evaluation.benchmark import TITLES, benchmark, format_table, format_types_table
     from .inference.predict import run
     from .io.datasets import parse_datasets, present
     from .models.weights import available_models
@@ -412,12 +412,18 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         bar, update = _progress_bar(f"benchmark {ds}", not args.quiet)
         rows = run(benchmark(models, args.data, split=args.split,
                              include_baseline=not args.no_baseline, limit=args.limit,
-                             precision=args.precision, dataset=ds), update)
+                             precision=args.precision, dataset=ds,
+                             classifier=None if args.no_classify else args.classifier), update)
         bar.close()
         used = sorted({r["compute_precision"] for r in rows if "compute_precision" in r})
         print(f"{TITLES.get(ds, ds)} {args.split} tiles ({len(rows[0]['per_image'])}), metrics "
               f"pooled over all pixels/nuclei of the set; precision {', '.join(used) or '-'}")
         print(format_table(rows, markdown=args.markdown))
+        types = format_types_table(rows, markdown=args.markdown)
+        if types:
+            print(f"\nnucleus types ({rows[0]['types']['classifier']}; HoVer-Net metrics: "
+                  "centroid pairing <= 12 px)")
+            print(types)
         print()
         tables[ds] = rows
     if args.json:
@@ -557,6 +563,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="official test tiles, or the validation tiles held out of training")
     b.add_argument("--limit", type=int, help="first N tiles of each data set only")
     b.add_argument("--no-baseline", action="store_true", help="skip the Otsu+watershed row")
+    b.add_argument("--classifier", default="consep_types",
+                   help="nucleus type classifier for data sets with types (CoNSeP)")
+    b.add_argument("--no-classify", action="store_true", help="skip the nucleus type metrics")
     _add_precision(b)
     b.add_argument("--markdown", action="store_true", help="print Markdown tables")
     b.add_argument("--json", help="write all numbers (per image too) as JSON: a list of rows "

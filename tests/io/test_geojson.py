@@ -79,3 +79,24 @@ def test_measurements(tmp_path):
     text = write_measurements_csv(tmp_path / "m.csv", rows).read_text()
     assert text.splitlines()[0] == ",".join(MEASUREMENT_COLUMNS)
     assert np.isnan(measure_nuclei(lab)[0]["hematoxylin_mean"])
+
+
+def test_geojson_classification_round_trips(tmp_path):
+    """Classes go out as QuPath classifications (name + RGB) and come back by feature id."""
+    import json
+
+    from nucleoseg.io.geojson import geojson_classes, geojson_to_labels, write_geojson
+
+    lab = np.zeros((40, 40), np.int32)
+    lab[2:10, 2:10] = 1
+    lab[20:30, 20:30] = 2
+    lab[32:38, 2:8] = 3
+    path = write_geojson(tmp_path / "c.geojson", lab,
+                         classes={1: ("tumour", "#ff3030"), 2: ("immune", "#00c8ff")})
+    data = json.loads(path.read_text())
+    cls = {f["id"]: f["properties"]["classification"] for f in data["features"]}
+    assert cls[1] == {"name": "tumour", "color": [255, 48, 48]}
+    assert cls[3]["name"] == "Nucleus"  # unclassified ids keep the generic class
+    assert geojson_classes(data) == {1: "tumour", 2: "immune", 3: "Nucleus"}
+    back = geojson_to_labels(data, lab.shape)
+    assert {int(back[5, 5]), int(back[25, 25])} == {1, 2}

@@ -81,23 +81,23 @@ def nucleus_features(
     ids = nucleus_ids(labels) if ids is None else np.asarray(ids)
     if ids.size == 0:
         return ids, np.zeros((0, len(FEATURE_NAMES)), np.float32)
-    lab = labels.astype(np.int64, copy=False)
+    lab = labels.astype(np.int32, copy=False)
     n = int(lab.max()) + 1
-    flat = lab.ravel()
-    inside = flat > 0
+    grown = ndi.grey_dilation(lab, size=(2 * RING + 1, 2 * RING + 1))
+    # every per-pixel step below runs only on nucleus and ring pixels
+    near = np.flatnonzero(grown)
+    own = lab.ravel()[near]
+    inside = own > 0
+    pix_in = near[inside]
+    fi = own[inside]
+    ring_of = grown.ravel()[near[~inside]]
 
-    def per_label(values: np.ndarray | None, where: np.ndarray, index: np.ndarray) -> np.ndarray:
-        w = None if values is None else values[where]
-        return np.bincount(index[where], weights=w, minlength=n)
-
-    area = per_label(None, inside, flat)
-    rows, cols = np.indices(labels.shape, dtype=np.float32)
-    r, c = rows.ravel(), cols.ravel()
+    area = np.bincount(fi, minlength=n).astype(np.float64)
     safe = np.maximum(area, 1)
-    cy = per_label(r, inside, flat) / safe
-    cx = per_label(c, inside, flat) / safe
-    dy, dx = r[inside] - cy[flat[inside]], c[inside] - cx[flat[inside]]
-    fi = flat[inside]
+    r, c = np.divmod(pix_in, labels.shape[1])
+    cy = np.bincount(fi, r, n) / safe
+    cx = np.bincount(fi, c, n) / safe
+    dy, dx = r - cy[fi], c - cx[fi]
     myy = np.bincount(fi, dy * dy, n) / safe + 1 / 12
     mxx = np.bincount(fi, dx * dx, n) / safe + 1 / 12
     mxy = np.bincount(fi, dx * dy, n) / safe
@@ -105,25 +105,22 @@ def nucleus_features(
     l1, l2 = (myy + mxx) / 2 + root, np.maximum((myy + mxx) / 2 - root, 0)
     major, minor = 4 * np.sqrt(l1), 4 * np.sqrt(l2)
     ecc = np.sqrt(np.clip(1 - l2 / np.maximum(l1, 1e-9), 0, 1))
-    edge = find_boundaries(lab, mode="inner").ravel() & inside
-    boundary = per_label(None, edge, flat)
+    edge = find_boundaries(lab, mode="inner").ravel()[pix_in]
+    boundary = np.bincount(fi[edge], minlength=n).astype(np.float64)
     compact = 4 * np.pi * area / np.maximum(boundary, 1) ** 2
 
-    rgb = image.reshape(-1, 3).astype(np.float32)
-    od = -np.log(np.clip(rgb, 1, 255) / 255.0)
-    hed = od @ _HED_FROM_RGB
+    rgb = image.reshape(-1, 3)[near].astype(np.float32)
+    hed = -np.log(np.clip(rgb, 1, 255) / 255.0) @ _HED_FROM_RGB
     chans = [rgb[:, 0], rgb[:, 1], rgb[:, 2], hed[:, 0], hed[:, 1]]
-    means, stds = [], []
+    means, stds, ring_means = [], [], []
+    ring_area = np.maximum(np.bincount(ring_of, minlength=n), 1)
     for v in chans:
-        m = per_label(v, inside, flat) / safe
-        sq = per_label(v * v, inside, flat) / safe
+        vin = v[inside]
+        m = np.bincount(fi, vin, n) / safe
+        sq = np.bincount(fi, vin * vin, n) / safe
         means.append(m)
         stds.append(np.sqrt(np.maximum(sq - m * m, 0)))
-
-    grown = ndi.grey_dilation(lab, size=(2 * RING + 1, 2 * RING + 1)).ravel()
-    ring = (grown > 0) & ~inside
-    ring_area = np.maximum(per_label(None, ring, grown), 1)
-    ring_means = [per_label(v, ring, grown) / ring_area for v in chans]
+        ring_means.append(np.bincount(ring_of, v[~inside], n) / ring_area)
     h_ratio = means[3] / (np.abs(ring_means[3]) + 0.05)
 
     centres = np.stack([cy[ids], cx[ids]], axis=1)
@@ -134,7 +131,7 @@ def nucleus_features(
     a_ids = area[ids]
     neigh_area = np.array([a_ids[p].mean() if len(p) else 0.0 for p in pairs])
 
-    context = _context(hed.reshape(*labels.shape, 3), labels > 0, centres)
+    context = _context(image, labels > 0, centres)
     cols_ = [area[ids], np.sqrt(4 * area[ids] / np.pi), major[ids], minor[ids], ecc[ids],
              boundary[ids], compact[ids],
              *[m[ids] for m in means], *[s[ids] for s in stds],
@@ -142,11 +139,13 @@ def nucleus_features(
     return ids, np.stack(cols_, axis=1).astype(np.float32)
 
 
-def _context(hed: np.ndarray, foreground: np.ndarray, centres: np.ndarray) -> list[np.ndarray]:
+def _context(image: np.ndarray, foreground: np.ndarray, centres: np.ndarray
+             ) -> list[np.ndarray]:
     """Gaussian-window H/E density (mean, spread) and nucleus cover at each centre."""
     from scipy import ndimage as ndi
 
-    small = hed[::_STEP, ::_STEP, :2]
+    rgb = image[::_STEP, ::_STEP].astype(np.float32)
+    small = -np.log(np.clip(rgb, 1, 255) / 255.0) @ _HED_FROM_RGB[:, :2]
     fg = foreground[::_STEP, ::_STEP].astype(np.float32)
     rc = np.clip((centres / _STEP).astype(int), 0, np.array(fg.shape) - 1)
     r, c = rc[:, 0], rc[:, 1]

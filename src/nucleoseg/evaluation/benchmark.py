@@ -27,11 +27,15 @@ def benchmark(
     should_stop: Callable[[], bool] | None = None,
     precision: str = "auto",
     dataset: str = "monuseg",
+    classifier: str | None = None,
 ) -> Generator[Progress, None, list[dict[str, Any]]]:
     """Evaluate ``models`` on a split of ``dataset`` (a progress generator).
 
     ``precision`` is passed to :meth:`Segmenter.load` (rows record it as
-    ``compute_precision``; ``precision`` is the metric).
+    ``compute_precision``; ``precision`` is the metric). With ``classifier`` (a name or path)
+    and a data set whose tiles carry nucleus types, every model's nuclei are classified and
+    the row gets ``"types"``: the HoVer-Net classification metrics
+    (:mod:`nucleoseg.evaluation.classification`) and ``classify_seconds_per_tile``.
 
     Returns
     -------
@@ -45,6 +49,14 @@ def benchmark(
     tiles = list_tiles(dataset, split, data)[:limit]
     images = [t.image() for t in tiles]
     truths = [t.labels() for t in tiles]
+    clf = None
+    if classifier is not None and all(hasattr(t, "types") for t in tiles):
+        from ..classify.classifier import NucleusClassifier
+        from .classification import TypeCounts, type_counts
+
+        clf = NucleusClassifier.load(classifier)
+        true_types = [t.types() for t in tiles]
+        number = {name: k + 1 for k, name in enumerate(clf.classes)}
     names = list(models) + ([BASELINE] if include_baseline else [])
     total = len(names) * len(tiles)
     done = 0
@@ -66,11 +78,19 @@ def benchmark(
                 return run(seg.segment(img, should_stop))
         pooled = Counts()
         per_image = []
-        seconds = 0.0
-        for tile, img, truth in zip(tiles, images, truths, strict=True):
+        seconds = classify_seconds = 0.0
+        typed = TypeCounts() if clf is not None else None
+        for k, (tile, img, truth) in enumerate(zip(tiles, images, truths, strict=True)):
             t0 = time.perf_counter()
             pred = segment(img)
             seconds += time.perf_counter() - t0
+            if clf is not None:
+                t0 = time.perf_counter()
+                ids, idx = clf.predict(img, pred)
+                classify_seconds += time.perf_counter() - t0
+                pred_types = {int(i): number[clf.classes[int(j)]]
+                              for i, j in zip(ids, idx, strict=True)}
+                type_counts(truth, true_types[k], pred, pred_types, into=typed)
             c = counts(pred, truth)
             pooled = pooled + c
             per_image.append({"name": tile.name, **c.scores()})
@@ -82,6 +102,10 @@ def benchmark(
         row["dice_mean"] = sum(r["dice"] for r in per_image) / len(per_image)
         row["aji_mean"] = sum(r["aji"] for r in per_image) / len(per_image)
         row["seconds_per_tile"] = seconds / len(tiles)
+        if typed is not None:
+            row["types"] = typed.scores({k + 1: n for k, n in enumerate(clf.classes)})
+            row["types"]["classifier"] = str(classifier)
+            row["classify_seconds_per_tile"] = classify_seconds / len(tiles)
         row["per_image"] = per_image
         rows.append(row)
     return rows
@@ -95,6 +119,28 @@ def format_table(rows: list[dict[str, Any]], markdown: bool = False) -> str:
     for r in rows:
         lines.append([r["model"]] + [f"{r[k]:.4f}" for k in TABLE_KEYS]
                      + [f"{r['seconds_per_tile']:.2f}"])
+    return _render(head, lines, markdown)
+
+
+def format_types_table(rows: list[dict[str, Any]], markdown: bool = False) -> str:
+    """The classification columns (F_d, accuracy, F_c per class, time) of rows that have them."""
+    rows = [r for r in rows if "types" in r]
+    if not rows:
+        return ""
+    classes = [k[2:] for k in rows[0]["types"] if k.startswith("f_") and k != "f_d"]
+    head = ["model", "F_d", "accuracy", *[f"F_{c}" for c in classes], "classify s/tile",
+            "share of segment time"]
+    lines = []
+    for r in rows:
+        t = r["types"]
+        lines.append([r["model"], f"{t['f_d']:.4f}", f"{t['accuracy']:.4f}",
+                      *[f"{t['f_' + c]:.4f}" for c in classes],
+                      f"{r['classify_seconds_per_tile']:.3f}",
+                      f"{r['classify_seconds_per_tile'] / r['seconds_per_tile']:.1%}"])
+    return _render(head, lines, markdown)
+
+
+def _render(head: list[str], lines: list[list[str]], markdown: bool) -> str:
     if markdown:
         out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         out += ["| " + " | ".join(line) + " |" for line in lines]

@@ -12,6 +12,9 @@ pairs farther than :data:`PAIR_RADIUS` px dropped), pooled over all images of a 
   (HoVer-Net's ``compute_stats.py`` with weights 2, 2, 1, 1; its ``TN_c`` term is always 0
   after that restriction);
 - classification accuracy: the share of pairs whose classes agree.
+
+A class that occurs in neither truth nor prediction has ``F_c = nan``; with no nucleus at all
+``F_d = 1``.
 """
 
 from __future__ import annotations
@@ -93,7 +96,7 @@ class TypeCounts:
             fn_c = int(((t == c) & (p != c)).sum())
             fp_d, fn_d = int((up == c).sum()), int((ut == c).sum())
             denom = 2 * tp_c + 2 * fp_c + 2 * fn_c + fp_d + fn_d
-            out[f"f_{name}"] = 2 * tp_c / denom if denom else 1.0
+            out[f"f_{name}"] = 2 * tp_c / denom if denom else float("nan")  # class absent
         return out
 
 
