@@ -50,8 +50,11 @@ def test_widgets_open_from_manifest(make_napari_viewer):
     from nucleoseg._widgets.finetune import FineTuneWidget
     from nucleoseg._widgets.segment import SegmentWidget
 
+    from nucleoseg._widgets.classify import ClassifyWidget
+
     for name, cls in (("Segment nuclei", SegmentWidget), ("Fine-tune model", FineTuneWidget),
-                      ("Evaluate segmentation", EvaluateWidget)):
+                      ("Evaluate segmentation", EvaluateWidget),
+                      ("Classify nuclei", ClassifyWidget)):
         assert isinstance(_dock(viewer, name), cls)
 
 
@@ -381,3 +384,89 @@ def test_slide_opens_lazily_and_segments_blockwise_and_in_view(make_napari_viewe
     # the store reopens through the plugin's reader as a lazy multiscale Labels layer
     again = viewer.open(str(tmp_path / "slide_nuclei.zarr"), plugin=PLUGIN)[0]
     assert again._type_string == "labels" and again.multiscale
+
+
+def _two_kinds_image():
+    """Small dark round nuclei (left half) and large pale elongated ones (right half)."""
+    from skimage.draw import disk, ellipse
+
+    img = np.full((240, 240, 3), (235, 200, 220), np.uint8)
+    lab = np.zeros((240, 240), np.int32)
+    k = 0
+    centres = {"round": [], "long": []}
+    for r in range(20, 240, 40):
+        for c in range(20, 240, 40):
+            k += 1
+            if c < 120:
+                rr, cc = disk((r, c), 5, shape=lab.shape)
+                img[rr, cc] = (60, 30, 110)
+                centres["round"].append((r, c))
+            else:
+                rr, cc = ellipse(r, c, 6, 15, shape=lab.shape)
+                img[rr, cc] = (150, 110, 180)
+                centres["long"].append((r, c))
+            lab[rr, cc] = k
+    return img, lab, centres
+
+
+def test_classify_panel_trains_from_marks_and_fills_features(make_napari_viewer, tmp_path,
+                                                             monkeypatch):
+    """Mark three nuclei of each of two classes, train: every nucleus gets its class in the
+    labels layer's features, a coloured classes layer appears, the table counts them; the
+    classifier saves to the user folder and applies again from there."""
+    monkeypatch.setenv("NUCLEOSEG_USER_MODELS", str(tmp_path / "models"))
+    img, lab, centres = _two_kinds_image()
+    viewer = make_napari_viewer()
+    image = viewer.add_image(img, name="he", scale=(0.5, 0.5))
+    labels = viewer.add_labels(lab, name="nuclei", scale=(0.5, 0.5))
+    w = _dock(viewer, "Classify nuclei")
+    w._image.value, w._labels.value = image, labels
+    w._names.value = "round, long"
+    w._on_marks()
+    marks = viewer.layers["class marks"]
+    for cls in ("round", "long"):
+        w._mark_as.value = cls
+        for r, c in centres[cls][:3]:
+            marks.add(np.array([r, c]))  # data coordinates of the marks layer
+    assert list(marks.features["class"]) == ["round"] * 3 + ["long"] * 3
+    w._on_train()
+    assert not _errors()
+    feats = labels.features
+    assert len(feats) == lab.max()
+    by_id = dict(zip(feats["index"], feats["class"], strict=True))
+    for cls in ("round", "long"):
+        for r, c in centres[cls]:
+            assert by_id[int(lab[r, c])] == cls
+    table = w._table.to_dict("list") if hasattr(w._table, "to_dict") else w._table.value
+    assert "classes: nuclei" in viewer.layers
+    assert viewer.layers["classes: nuclei"].data is labels.data  # no copy
+    w._mpp.value = 0.5
+    w._save_name.value = "round_long"
+    w._on_save()
+    saved = tmp_path / "models" / "classifiers" / "round_long.npz"
+    assert saved.is_file() and saved.with_suffix(".json").is_file()
+    labels.features = {}
+    w._saved.value = str(saved)
+    w._on_apply()
+    assert len(labels.features) == lab.max()
+    table = w._table.value
+    counts = dict(zip(table["data"] and [r[0] for r in table["data"]],
+                      [r[1] for r in table["data"]], strict=True))
+    assert counts == {"round": len(centres["round"]), "long": len(centres["long"])}
+    # a density per mm² with the pixel size: 240x240 px at 0.5 µm = 0.0144 mm²
+    assert table["data"][0][2] == round(len(centres["round"]) / 0.0144, 1)
+
+
+def test_classify_panel_clear_messages(make_napari_viewer):
+    img, lab, _ = _two_kinds_image()
+    viewer = make_napari_viewer()
+    image = viewer.add_image(img, name="he")
+    labels = viewer.add_labels(lab, name="nuclei")
+    w = _dock(viewer, "Classify nuclei")
+    w._image.value, w._labels.value = image, labels
+    w._on_train()
+    assert any("mark a few nuclei" in m for m in _errors())
+    other = viewer.add_labels(lab[:100], name="small")
+    w._labels.value = other
+    w._on_apply()
+    assert any("differ in size" in m for m in _errors())
