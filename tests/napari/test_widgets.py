@@ -454,7 +454,7 @@ def test_classify_panel_trains_from_marks_and_fills_features(make_napari_viewer,
                       [r[1] for r in table["data"]], strict=True))
     assert counts == {"round": len(centres["round"]), "long": len(centres["long"])}
     # a density per mm² with the pixel size: 240x240 px at 0.5 µm = 0.0144 mm²
-    assert table["data"][0][2] == round(len(centres["round"]) / 0.0144, 1)
+    assert table["data"][0][2] == int(round(len(centres["round"]) / 0.0144))
 
 
 def test_classify_panel_clear_messages(make_napari_viewer):

@@ -58,7 +58,7 @@ class ClassifyWidget(Container):
         self.extend([self._image, self._labels, self._names, self._mark_as, self._marks,
                      self._train, self._saved, self._apply, self._save_name, self._save,
                      self._mpp, self._table, self._status])
-        self._table.native.setMaximumHeight(150)
+        self._fit_table()
         self._clf = None
         self._cache: tuple | None = None  # (labels id, image id, ids, features)
         self._names.changed.connect(self._on_names)
@@ -67,6 +67,15 @@ class ClassifyWidget(Container):
         self._train.clicked.connect(self._on_train)
         self._apply.clicked.connect(self._on_apply)
         self._save.clicked.connect(self._on_save)
+
+    def _fit_table(self) -> None:
+        """Columns share the panel's width (no horizontal scrolling), no row numbers."""
+        from qtpy.QtWidgets import QHeaderView
+
+        table = self._table.native
+        table.setMaximumHeight(170)
+        table.verticalHeader().setVisible(False)
+        table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
 
     # ------------------------------------------------------------ classes and marks
     def _class_names(self) -> list[str]:
@@ -237,8 +246,9 @@ class ClassifyWidget(Container):
         self._table.value = {
             "class": list(clf.classes),
             "nuclei": [int(c) for c in counts],
-            "per mm²": [round(c / area_mm2, 1) if area_mm2 else "-" for c in counts],
+            "per mm²": [int(round(c / area_mm2)) if area_mm2 else "-" for c in counts],
         }
+        self._fit_table()
 
     def _on_save(self, *_) -> None:
         from ..classify.classifier import user_classifier_dir
