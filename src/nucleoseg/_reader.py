@@ -21,17 +21,16 @@ def get_reader(path):
 
 def read_xml(path):
     """Read outlines as instance labels; the shape follows a same-named image beside the file
-    (``.tif``/``.png``), else the MoNuSeg tile size 1000 x 1000."""
-    from .io.images import read_array
+    or in ``../images/``, else the MoNuSeg tile size 1000 x 1000."""
+    from .io.images import ImageError
+    from .io.labels import xml_image_shape
     from .io.monuseg import read_xml_labels
 
     p = Path(path)
-    shape = (1000, 1000)
-    for suffix in (".tif", ".tiff", ".png"):
-        img = p.with_suffix(suffix)
-        if img.is_file():
-            shape = read_array(img).shape[:2]
-            break
+    try:
+        shape = xml_image_shape(p)
+    except ImageError:
+        shape = (1000, 1000)
     labels = read_xml_labels(p, shape)
     return [(labels, {"name": f"{p.stem} outlines"}, "labels")]
 

@@ -70,6 +70,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
         else:
             outs.append(path.with_name(f"{_stem(path)}.zarr" if slide
                                        else f"{_stem(path)}_labels{args.format or '.tif'}"))
+    _check_outputs(images, outs)
     if args.classify:
         from .classify.classifier import resolve_classifier_path
 
@@ -254,6 +255,29 @@ def _exports(args: argparse.Namespace, out: Path, labels, image) -> list[str]:
     return lines
 
 
+def _check_outputs(images: list[Path], outs: list[Path]) -> None:
+    """No output replaces an input, no two inputs share an output, every output is a file
+    name with a labels suffix: checked before any work."""
+    from .io.labels import LABEL_SUFFIXES
+
+    inputs = {p.resolve() for p in images}
+    seen: dict[Path, Path] = {}
+    for path, out in zip(images, outs, strict=True):
+        target = out.resolve()
+        if target in inputs:
+            raise UsageError(f"{out} is an input image; writing labels there would replace it "
+                             "(choose another -o or --out-dir)")
+        if target in seen:
+            raise UsageError(f"{seen[target].name} and {path} would both write {out}; give "
+                             "inputs distinct names or segment them separately")
+        seen[target] = path
+        if out.is_dir() and out.suffix.lower() != ".zarr":
+            raise UsageError(f"{out} is a folder; give a file name (or --out-dir {out})")
+        if out.suffix.lower() not in (*LABEL_SUFFIXES, ".zarr"):
+            raise UsageError(f"cannot write labels as {out.suffix or 'a file without suffix'}; "
+                             f"use one of {', '.join((*LABEL_SUFFIXES, '.zarr'))}")
+
+
 def _check_writable(out: Path) -> None:
     parent = out.parent if str(out.parent) else Path(".")
     if parent.exists() and not parent.is_dir():
@@ -284,20 +308,34 @@ def _pairs(pred: Path, truth: Path) -> list[tuple[str, Path, Path]]:
     return [(k, a[k], b[k]) for k in common]
 
 
+def _is_xml(path: Path) -> bool:
+    return path.suffix.lower() == ".xml"
+
+
+def _parse_shape(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise UsageError(f"--shape expects HxW (e.g. 1000x1000), got {text!r}") from None
+    if h <= 0 or w <= 0:
+        raise UsageError(f"--shape must be positive, got {text!r}")
+    return h, w
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluation.metrics import ALL_KEYS, evaluate_set
     from .io.labels import read_labels
 
+    from .io.labels import xml_image_shape
+
+    shape = _parse_shape(args.shape) if args.shape else None
     rows_in = []
-    for name, p, t in _pairs(Path(args.prediction), Path(args.truth)):
-        shape = None
-        if p.suffix.lower() != ".xml":
-            pred = read_labels(p)
-            shape = pred.shape
-            truth = read_labels(t, shape)
-        else:
-            truth = read_labels(t)
-            pred = read_labels(p, truth.shape)
+    pairs = _pairs(Path(args.prediction), Path(args.truth))
+    print(f"prediction: {args.prediction}   ground truth: {args.truth}")
+    for name, p, t in pairs:
+        # outlines (XML) are drawn at the image's own size, never at the other file's
+        pred = read_labels(p, shape or (xml_image_shape(p) if _is_xml(p) else None))
+        truth = read_labels(t, shape or (xml_image_shape(t) if _is_xml(t) else None))
         if pred.shape != truth.shape:
             raise UsageError(f"{name}: prediction {pred.shape} and ground truth {truth.shape} "
                              "differ in shape")
@@ -515,6 +553,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("prediction", help="labels file or folder")
     e.add_argument("truth", help="ground-truth labels file (or MoNuSeg .xml) or folder")
     e.add_argument("--csv", help="also write the table as CSV")
+    e.add_argument("--shape", metavar="HxW",
+                   help="image size for MoNuSeg XML outlines (default: the image of the same "
+                        "name beside the XML or in ../images/)")
     e.set_defaults(func=cmd_evaluate)
 
     t = sub.add_parser("train", help="train a model on MoNuSeg and/or CoNSeP (validation "

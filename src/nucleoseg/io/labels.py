@@ -31,7 +31,7 @@ def read_labels(path: str | Path, shape: tuple[int, int] | None = None) -> np.nd
     if p.suffix.lower() == ".xml":
         from .monuseg import read_xml_labels
 
-        return read_xml_labels(p, shape or (1000, 1000))
+        return read_xml_labels(p, shape or xml_image_shape(p))
     if p.suffix.lower() == ".npy":
         if not p.is_file():
             raise ImageError(f"file not found: {p}")
@@ -57,6 +57,28 @@ def read_labels(path: str | Path, shape: tuple[int, int] | None = None) -> np.nd
     if arr.size and arr.max() > np.iinfo(np.int32).max:
         raise ImageError(f"{p.name} has labels beyond int32")
     return arr.astype(np.int32)
+
+
+def xml_image_shape(xml_path: str | Path) -> tuple[int, int]:
+    """The ``(H, W)`` of the image an outline XML belongs to: the image of the same name
+    beside it or in a sibling ``images/`` folder (the MoNuSeg layout).
+
+    Raises
+    ------
+    ImageError
+        When no such image is found (outlines alone do not tell the image's size).
+    """
+    from .images import probe_image
+    from .monuseg import IMAGE_SUFFIXES
+
+    p = Path(xml_path)
+    for folder in (p.parent, p.parent.parent / "images"):
+        for suffix in IMAGE_SUFFIXES:
+            candidate = folder / f"{p.stem}{suffix}"
+            if candidate.is_file():
+                return tuple(int(n) for n in probe_image(candidate)[0][:2])
+    raise ImageError(f"{p.name}: outlines alone do not give the image size; put the image "
+                     "beside it (or in ../images/), or give the shape (--shape HxW)")
 
 
 def write_labels(path: str | Path, labels: np.ndarray) -> Path:

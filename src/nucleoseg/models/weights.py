@@ -130,8 +130,12 @@ def load_model(name_or_path: str | Path, verify: bool = True):
     card = read_card(path)
     if verify:
         expected = card.get("sha256")
+        if not expected:
+            raise WeightsError(
+                f"{path.with_suffix('.json').name} has no sha256: refusing to load an "
+                "unverified network (models written by nucleoseg always carry one)")
         actual = sha256(path)
-        if expected and expected != actual:
+        if expected != actual:
             raise WeightsError(
                 f"{path.name} is corrupted or was changed: its SHA-256 {actual[:12]}... does "
                 f"not match the model card's {expected[:12]}... (reinstall the package or "

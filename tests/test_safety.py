@@ -1,0 +1,147 @@
+"""Careless and hostile input through the CLI: nothing lost, one clear message, no traceback.
+
+Each test names the item of the tester's report it covers.
+"""
+
+import os
+import shutil
+import stat
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from nucleoseg.cli import main
+
+
+def _image(path, size=64):
+    from _helpers import synthetic_nuclei
+
+    img, _ = synthetic_nuclei((size, size), n=3)
+    Image.fromarray(img).save(path)
+    return path
+
+
+def test_output_never_replaces_the_input(tmp_path, capsys):
+    """Item 1: `segment x.tif -o x.tif` refused before any work; the input is unchanged."""
+    src = _image(tmp_path / "x.tif")
+    before = src.read_bytes()
+    assert main(["segment", str(src), "-o", str(src)]) == 2
+    assert "would replace it" in capsys.readouterr().err
+    assert src.read_bytes() == before
+
+
+def test_two_inputs_never_share_an_output(tmp_path, capsys):
+    """Item 2: a/x.tif and b/x.tif into one --out-dir would collide: refused up front; an
+    input named like another's default output is never replaced."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a, b = _image(tmp_path / "a" / "x.tif"), _image(tmp_path / "b" / "x.tif")
+    assert main(["segment", str(a), str(b), "--out-dir", str(tmp_path / "out")]) == 2
+    assert "would both write" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    y = _image(tmp_path / "y.tif")
+    y_labels = _image(tmp_path / "y_labels.tif")
+    before = y_labels.read_bytes()
+    assert main(["segment", str(y), str(y_labels), "--out-dir", str(tmp_path)]) == 2
+    assert "is an input image" in capsys.readouterr().err
+    assert y_labels.read_bytes() == before
+
+
+def test_bad_output_names_fail_before_inference(tmp_path, capsys):
+    """Item 17: a bad -o suffix or a folder as output is reported before the model loads."""
+    src = _image(tmp_path / "x.png")
+    assert main(["segment", str(src), "-o", str(tmp_path / "out.jpg")]) == 2
+    assert "cannot write labels as .jpg" in capsys.readouterr().err
+    (tmp_path / "folder.tif").mkdir()
+    assert main(["segment", str(src), "-o", str(tmp_path / "folder.tif")]) == 2
+    assert "is a folder" in capsys.readouterr().err
+
+
+def test_xml_ground_truth_is_drawn_at_its_own_image_size(tmp_path, capsys, data_root):
+    """Item 3: XML outlines take the size of their own image (or --shape), never the
+    prediction's: a 500x500 prediction against a 1000x1000 tile's XML is a shape error, and
+    an XML without its image asks for --shape."""
+    from nucleoseg.io.labels import write_labels
+    from nucleoseg.io.monuseg import list_tiles
+
+    tile = next(t for t in list_tiles("test", data_root) if t.xml_path is not None)
+    truth = tile.labels()
+    small = tmp_path / "small.tif"
+    write_labels(small, truth[:500, :500])
+    assert main(["evaluate", str(small), str(tile.xml_path)]) == 2
+    assert "differ in shape" in capsys.readouterr().err
+    full = tmp_path / "full.tif"
+    write_labels(full, truth)
+    assert main(["evaluate", str(full), str(tile.xml_path)]) == 0
+    out = capsys.readouterr().out
+    assert "ground truth:" in out and " 1.0000" in out
+    lonely = tmp_path / "lonely.xml"
+    shutil.copy(tile.xml_path, lonely)
+    assert main(["evaluate", str(full), str(lonely)]) == 2
+    assert "--shape" in capsys.readouterr().err
+    assert main(["evaluate", str(full), str(lonely), "--shape", "1000x1000"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(full), str(lonely), "--shape", "2000x2000"]) == 2
+    assert "differ in shape" in capsys.readouterr().err
+
+
+def test_outputs_follow_the_umask(tmp_path):
+    """Item 8: atomic writes no longer leave 0600 files."""
+    from nucleoseg.io.atomic import atomic_write_bytes
+
+    old = os.umask(0o022)
+    try:
+        p = atomic_write_bytes(tmp_path / "f.csv", b"x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(p.stat().st_mode) == 0o644
+
+
+def test_model_names_are_checked_before_any_work(tmp_path, capsys):
+    """Items 6 and 11: a name that escapes the folder or is 300 characters long is refused
+    at once (no data is read, nothing is written)."""
+    from nucleoseg.models.weights import WeightsError, check_model_name
+
+    for bad in ("x/../../escape/X", "../x", "a" * 300, ".hidden", ""):
+        with pytest.raises(WeightsError):
+            check_model_name(bad)
+    assert check_model_name("unet_my_lab-2") == "unet_my_lab-2"
+    assert main(["train", "--name", "x/../../escape/X", "--data", str(tmp_path / "none"),
+                 "--out", str(tmp_path / "out")]) == 2
+    assert "invalid model name" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "escape").exists()
+    assert main(["train", "--name", "a" * 300, "--out", str(tmp_path / "out")]) == 2
+    assert "too long" in capsys.readouterr().err
+
+
+def test_disk_errors_are_one_line(tmp_path, capsys):
+    """Item 11: an OSError while writing (here a --csv path under a file, which even root
+    cannot create) ends in one line, exit 2."""
+    from nucleoseg.io.labels import write_labels
+
+    lab = np.zeros((20, 20), np.int32)
+    lab[2:8, 2:8] = 1
+    write_labels(tmp_path / "p.tif", lab)
+    (tmp_path / "plain").write_text("not a folder")
+    assert main(["evaluate", str(tmp_path / "p.tif"), str(tmp_path / "p.tif"),
+                 "--csv", str(tmp_path / "plain" / "t.csv")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("nucleoseg: error:") and "Traceback" not in err
+
+
+def test_a_model_card_without_checksum_is_refused(tmp_path, tiny_unet_path):
+    """Item 7: a card without sha256 no longer loads any network silently."""
+    import json
+
+    from nucleoseg.models.weights import WeightsError, load_model
+
+    model = tmp_path / "m.keras"
+    shutil.copy(tiny_unet_path, model)
+    card = json.loads(tiny_unet_path.with_suffix(".json").read_text())
+    model.with_suffix(".json").write_text(json.dumps(card))
+    load_model(model)  # with its checksum it loads
+    del card["sha256"]
+    model.with_suffix(".json").write_text(json.dumps(card))
+    with pytest.raises(WeightsError, match="no sha256"):
+        load_model(model)
