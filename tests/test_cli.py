@@ -260,3 +260,29 @@ def test_segment_classify_exports(tmp_path, data_root, capsys):
     assert main(["segment", str(image), "-o", str(tmp_path / "x.tif"), "--classify", "nope"]
                 ) == 2
     assert "no classifier named 'nope'" in capsys.readouterr().err
+
+
+def test_evaluate_with_class_tables(tmp_path, capsys):
+    """`evaluate --pred-classes --truth-classes`: HoVer-Net type metrics on a case counted
+    by hand (two nuclei paired, one class right)."""
+    from nucleoseg.io.labels import write_labels
+
+    truth = np.zeros((60, 60), np.int32)
+    truth[5:15, 5:15] = 1
+    truth[30:40, 30:40] = 2
+    pred = np.zeros_like(truth)
+    pred[5:15, 6:16] = 4
+    pred[31:41, 30:40] = 9
+    write_labels(tmp_path / "p.tif", pred)
+    write_labels(tmp_path / "t.tif", truth)
+    (tmp_path / "p.csv").write_text("id,centroid_x_px,class\n4,10,tumour\n9,35,immune\n")
+    (tmp_path / "t.csv").write_text("id,type,name\n1,3,tumour\n2,3,tumour\n")
+    assert main(["evaluate", str(tmp_path / "p.tif"), str(tmp_path / "t.tif"),
+                 "--pred-classes", str(tmp_path / "p.csv"),
+                 "--truth-classes", str(tmp_path / "t.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "F_d 1.0000  accuracy 0.5000" in out
+    # tumour: TP 1, FN 1 -> 2/(2+2) ; immune: FP 1 -> 0
+    assert "F_tumour 0.5000" in out and "F_immune 0.0000" in out
+    assert main(["evaluate", str(tmp_path / "p.tif"), str(tmp_path / "t.tif"),
+                 "--pred-classes", str(tmp_path / "p.csv")]) == 2

@@ -322,11 +322,31 @@ def _parse_shape(text: str) -> tuple[int, int]:
     return h, w
 
 
+def _evaluate_classes(args: argparse.Namespace, rows_in: list) -> None:
+    """Nucleus-type metrics (HoVer-Net's) of one prediction/truth pair with class tables."""
+    from .evaluation.classification import type_counts
+    from .io.consep import read_classes
+
+    if not (args.pred_classes and args.truth_classes):
+        raise UsageError("give both --pred-classes and --truth-classes")
+    if len(rows_in) != 1:
+        raise UsageError("class tables go with one prediction and one ground truth file")
+    _, pred, truth = rows_in[0]
+    pc, tc = read_classes(args.pred_classes), read_classes(args.truth_classes)
+    names = sorted(set(pc.values()) | set(tc.values()))
+    number = {n: k + 1 for k, n in enumerate(names)}
+    s = type_counts(truth, {i: number[n] for i, n in tc.items()}, pred,
+                    {i: number[n] for i, n in pc.items()}).scores(
+        {k: n for n, k in number.items()})
+    print(f"nucleus types (centroid pairing <= 12 px): F_d {s['f_d']:.4f}  accuracy "
+          f"{s['accuracy']:.4f}  paired {s['paired']}  unpaired prediction "
+          f"{s['unpaired_pred']}  unpaired truth {s['unpaired_true']}")
+    print("  " + "  ".join(f"F_{n} {s['f_' + n]:.4f}" for n in names))
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluation.metrics import ALL_KEYS, evaluate_set
-    from .io.labels import read_labels
-
-    from .io.labels import xml_image_shape
+    from .io.labels import read_labels, xml_image_shape
 
     shape = _parse_shape(args.shape) if args.shape else None
     rows_in = []
@@ -342,6 +362,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         rows_in.append((name, pred, truth))
     per_image, overall = evaluate_set([(p, t) for _, p, t in rows_in],
                                       names=[n for n, _, _ in rows_in])
+    if args.pred_classes or args.truth_classes:
+        _evaluate_classes(args, rows_in)
     keys = list(ALL_KEYS)
     rows = per_image + ([{"name": "overall", **overall}] if len(per_image) > 1 else [])
     print("  ".join([f"{'image':<28}"] + [f"{k:>9}" for k in keys]))
@@ -553,6 +575,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("prediction", help="labels file or folder")
     e.add_argument("truth", help="ground-truth labels file (or MoNuSeg .xml) or folder")
     e.add_argument("--csv", help="also write the table as CSV")
+    e.add_argument("--pred-classes", metavar="CSV",
+                   help="classes of the predicted nuclei (segment --measurements --classify "
+                        "output: id,...,class)")
+    e.add_argument("--truth-classes", metavar="CSV",
+                   help="classes of the true nuclei (id,class or CoNSeP id,type,name): adds "
+                        "F_d, accuracy and F_c per class")
     e.add_argument("--shape", metavar="HxW",
                    help="image size for MoNuSeg XML outlines (default: the image of the same "
                         "name beside the XML or in ../images/)")

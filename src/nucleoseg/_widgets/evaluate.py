@@ -9,9 +9,13 @@ import napari
 
 from ._common import notify_error, spatial_transform
 
-#: Overlay colours: true positive green, false positive magenta, false negative yellow.
-OVERLAY_COLORS = {0: "transparent", 1: "#2ca02c", 2: "#e377c2", 3: "#ffd700", None: "transparent"}
-COLUMNS = ("dice", "f1", "accuracy", "iou", "precision", "recall", "object_f1", "pq", "aji")
+#: Overlay colours that stand out on H&E (no pinks or purples): true positive green, false
+#: positive cyan, false negative yellow.
+OVERLAY_COLORS = {0: "transparent", 1: "#2ca02c", 2: "#00e5ff", 3: "#ffd700", None: "transparent"}
+#: Table columns (pixel F1 is Dice, so it is not repeated); AJI comes early so it shows
+#: without scrolling.
+COLUMNS = ("dice", "aji", "object_f1", "pq", "iou", "precision", "recall", "accuracy")
+LEGEND = "green TP, cyan FP, yellow FN"
 
 
 class EvaluateWidget(Container):
@@ -27,7 +31,8 @@ class EvaluateWidget(Container):
         self._copy = PushButton(text="Copy table")
         self._csv = FileEdit(label="CSV", mode="w", filter="*.csv")
         self._save = PushButton(text="Save CSV")
-        self._status = Label(value="green: TP, magenta: FP, yellow: FN")
+        self._status = Label(value=LEGEND)
+        self._status.native.setWordWrap(True)
         self.extend([self._pred, self._truth, self._run, self._table, self._copy, self._csv,
                      self._save, self._status])
         self._rows: list[dict] = []
@@ -70,9 +75,13 @@ class EvaluateWidget(Container):
             self._viewer.add_labels(overlay, name=name, **kwargs,
                                     **spatial_transform(pred_layer))
         r = self._rows[-1]
-        self._status.value = (f"Dice {r['dice']:.4f}  AJI {r['aji']:.4f}  "
-                              f"object F1 {r['object_f1']:.4f}   "
-                              "(green TP, magenta FP, yellow FN)")
+        status = (f"Dice {r['dice']:.4f}  AJI {r['aji']:.4f}  object F1 {r['object_f1']:.4f}"
+                  f"   ({LEGEND})")
+        if pred.ndim == 2:
+            types = _type_scores(pred_layer, truth_layer, pred, truth)
+            if types:
+                status += "\n" + types
+        self._status.value = status
 
     def _text(self, sep: str) -> str:
         lines = [sep.join(("image", *COLUMNS))]
@@ -97,6 +106,29 @@ class EvaluateWidget(Container):
             return
         atomic_write_bytes(path, self._text(",").encode())
         self._status.value = f"saved {path}"
+
+
+def _type_scores(pred_layer, truth_layer, pred: np.ndarray, truth: np.ndarray) -> str:
+    """HoVer-Net type metrics when both layers' features carry a ``class`` per nucleus."""
+    from ..evaluation.classification import type_counts
+
+    def classes(layer) -> dict[int, str]:
+        f = layer.features
+        if "class" not in f or not len(f):
+            return {}
+        ids = f["index"] if "index" in f else f.index
+        return {int(i): str(c) for i, c in zip(ids, f["class"], strict=True)}
+
+    pc, tc = classes(pred_layer), classes(truth_layer)
+    if not pc or not tc:
+        return ""
+    names = sorted(set(pc.values()) | set(tc.values()))
+    number = {n: k + 1 for k, n in enumerate(names)}
+    s = type_counts(truth, {i: number[n] for i, n in tc.items()}, pred,
+                    {i: number[n] for i, n in pc.items()}).scores(
+        {k: n for n, k in number.items()})
+    per_class = "  ".join(f"F_{n} {s['f_' + n]:.3f}" for n in names)
+    return f"types: F_d {s['f_d']:.3f}  accuracy {s['accuracy']:.3f}  {per_class}"
 
 
 def _overlay_colormap():

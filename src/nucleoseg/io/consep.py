@@ -80,6 +80,32 @@ def read_types(path: str | Path) -> dict[int, int]:
             raise ImageError(f"{path.name}: id and type must be integers") from None
 
 
+def read_classes(path: str | Path) -> dict[int, str]:
+    """``{id: class name}`` from a per-nucleus CSV: ``nucleoseg segment --measurements
+    --classify`` output (``id,...,class``) or a CoNSeP-style ``id,type,name`` table (a bare
+    ``type`` number is used as the name when there is no ``name``).
+
+    Raises
+    ------
+    ImageError
+        When there is no ``id`` column or no class column.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"file not found: {path}")
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        cols = set(reader.fieldnames or [])
+        key = next((k for k in ("class", "name", "type") if k in cols), None)
+        if "id" not in cols or key is None:
+            raise ImageError(f"{path.name}: expected an id column and a class, name or type "
+                             "column")
+        try:
+            return {int(float(row["id"])): str(row[key]) for row in reader if row[key] != ""}
+        except (TypeError, ValueError):
+            raise ImageError(f"{path.name}: ids must be integers") from None
+
+
 def type_map(labels: np.ndarray, types: dict[int, int]) -> np.ndarray:
     """Per-pixel type ``(H, W) uint8`` (0 background) from instance labels and their types."""
     lut = np.zeros(int(labels.max()) + 1, np.uint8)
