@@ -75,9 +75,6 @@ def cmd_segment(args: argparse.Namespace) -> int:
         from .classify.classifier import resolve_classifier_path
 
         resolve_classifier_path(args.classify)  # an unknown name fails before any work
-        if any(slides):
-            raise UsageError("--classify works on images held in memory; whole slides are "
-                             "not classified yet")
     for path, slide, out in zip(images, slides, outs, strict=True):
         if slide and out.suffix.lower() != ".zarr":
             raise UsageError(f"{path.name} is a whole slide: its labels go to a .zarr folder "
@@ -167,7 +164,8 @@ def _segment_slides(pairs: list[tuple[Path, Path]], args: argparse.Namespace) ->
             job = plan_slide(path, out, args.model, mpp=args.mpp, block=args.block,
                              margin=args.margin, tissue=not args.no_tissue_mask,
                              geojson=args.geojson, measurements=args.measurements,
-                             precision=args.precision, **_settings(args))
+                             precision=args.precision, classify=args.classify,
+                             **_settings(args))
         for w in caught:
             print(f"nucleoseg: warning: {w.message}", file=sys.stderr)
         jobs.append((path, job))

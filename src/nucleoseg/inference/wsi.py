@@ -72,6 +72,7 @@ class SlideJob:
     skipped: tuple[tuple[int, int], ...] = ()
     exports: tuple[str, ...] = ()
     fingerprint: dict = field(default_factory=dict, compare=False, hash=False)
+    classifier: str = ""
 
     @property
     def n_blocks(self) -> tuple[int, int]:
@@ -114,6 +115,7 @@ def plan_slide(
     geojson: bool = False,
     measurements: bool = False,
     precision: str = "auto",
+    classify: str | None = None,
     **overrides: Any,
 ) -> SlideJob:
     """Open a slide, choose level/resolution and blocks, and describe the job.
@@ -141,6 +143,9 @@ def plan_slide(
     precision : str
         Compute precision (see :mod:`nucleoseg.models.precision`); ``"auto"`` is resolved
         here, on the machine that plans, and the workers use the result.
+    classify : str, optional
+        A nucleus classifier (name or ``.npz``): the exports get each nucleus's class,
+        computed block by block with the block's margin as context.
     **overrides
         ``tile``, ``halo``, ``batch_size`` and post-processing settings.
     """
@@ -152,6 +157,11 @@ def plan_slide(
     model_path = resolve_model_path(model)
     card = read_card(model_path)
     precision = resolve_precision(precision or "auto", card)
+    classifier = ""
+    if classify:
+        from ..classify.classifier import resolve_classifier_path
+
+        classifier = str(resolve_classifier_path(classify).resolve())
     if overrides.get("batch_size") is None:
         # one tile per forward pass: on the CPU as fast as the card's batch and ~30 % less
         # peak memory (benchmarks/results/wsi_cpu.txt)
@@ -194,6 +204,8 @@ def plan_slide(
             "tile": list(tile), "halo": halo, "block": list(block), "margin": int(margin),
             "postprocess": dict(params), "tissue": bool(tissue), "precision": precision,
         }
+        if classifier:
+            fingerprint["classifier"] = _file_id(Path(classifier))
         return SlideJob(
             slide=str(Path(slide_path).resolve()), slide_mpp=slide.mpp, level=level,
             scale=scale, shape=shape, to_level0=to_level0, out=str(Path(out).resolve()),
@@ -202,7 +214,7 @@ def plan_slide(
                 + [("precision", precision)])),
             tile=tile, halo=halo, stride=seg.stride, block=block, margin=int(margin),
             postprocess=params, blocks=tuple(blocks), skipped=tuple(skipped),
-            exports=exports, fingerprint=fingerprint,
+            exports=exports, fingerprint=fingerprint, classifier=classifier,
         )
     finally:
         slide.close()
@@ -494,19 +506,42 @@ def block_exports(job: SlideJob, i: int, j: int, kinds: tuple[str, ...],
     flat = labels.astype(np.int64) - 1
     rr, cc = flat // w, flat % w
     owned = (labels > 0) & (rr >= r0) & (rr < r1) & (cc >= c0) & (cc < c1)
+    window = labels
     labels = np.where(owned, labels, 0)
+    image = None
+    if ("csv" in kinds or job.classifier) and Path(job.slide).exists():
+        image = read_working(job, (a0, a1), (b0, b1))
+    classes = None
+    if job.classifier and image is not None:
+        classes = _block_classes(job.classifier, image, window, labels)
     out: dict[str, str] = {}
     if "geojson" in kinds:
         features = labels_to_geojson(labels, object_type=object_type, offset=(a0, b0),
-                                     scale=job.to_level0)["features"]
+                                     scale=job.to_level0, classes=classes)["features"]
         out["geojson"] = ",\n".join(json.dumps(f, separators=(",", ":")) for f in features)
     if "csv" in kinds:
-        image = read_working(job, (a0, a1), (b0, b1)) if Path(job.slide).exists() else None
         rows = measure_nuclei(labels, image, job.slide_mpp, offset=(a0, b0),
                               scale=job.to_level0)
-        out["csv"] = "".join(",".join(_fmt(r[k]) for k in MEASUREMENT_COLUMNS) + "\n"
-                             for r in rows)
+        columns = list(MEASUREMENT_COLUMNS)
+        if job.classifier:
+            columns.append("class")
+            for r in rows:
+                r["class"] = (classes or {}).get(r["id"], ("", ""))[0]
+        out["csv"] = "".join(",".join(_fmt(r[k]) for k in columns) + "\n" for r in rows)
     return out
+
+
+def _block_classes(classifier: str, image: np.ndarray, window: np.ndarray,
+                   owned: np.ndarray) -> dict[int, tuple[str, str]]:
+    """Classes of the nuclei a block owns; every nucleus of the window (block + margin) is
+    described, so neighbourhood and context features see across the block's edges."""
+    from ..classify.classifier import NucleusClassifier
+
+    clf = NucleusClassifier.load(classifier)
+    ids, idx = clf.predict(image, window)
+    keep = np.isin(ids, np.unique(owned))
+    return {int(i): (clf.classes[int(k)], clf.colors[int(k)])
+            for i, k in zip(ids[keep], idx[keep], strict=True)}
 
 
 def export_store(store: str | Path, geojson: str | Path | None = None,
@@ -773,16 +808,18 @@ def export_paths(out: str | Path) -> dict[str, Path]:
             "csv": base.with_name(base.name + "_nuclei.csv")}
 
 
-def write_streamed(path: str | Path, kind: str, texts) -> Path:
+def write_streamed(path: str | Path, kind: str, texts, extra_columns: tuple[str, ...] = ()
+                   ) -> Path:
     """Write GeoJSON feature fragments (``kind="geojson"``, comma-joined) or CSV row blocks
-    (``"csv"``) from an iterable of strings into one file, atomically and streaming."""
+    (``"csv"``, header :data:`MEASUREMENT_COLUMNS` + ``extra_columns``) from an iterable of
+    strings into one file, atomically and streaming."""
     from ..io.atomic import atomic_write
     from ..io.geojson import MEASUREMENT_COLUMNS
 
     def write(tmp: Path) -> None:
         with open(tmp, "w") as f:
             if kind == "csv":
-                f.write(",".join(MEASUREMENT_COLUMNS) + "\n")
+                f.write(",".join((*MEASUREMENT_COLUMNS, *extra_columns)) + "\n")
                 for text in texts:
                     f.write(text)
                 return
@@ -800,6 +837,7 @@ def write_streamed(path: str | Path, kind: str, texts) -> Path:
 def _join_exports(job: SlideJob) -> dict[str, str]:
     parts = Path(job.out) / PARTS_DIR
     paths = export_paths(job.out)
+    extra = ("class",) if job.classifier else ()
     return {kind: str(write_streamed(paths[kind], kind, (
-        part.read_text() for part in sorted(parts.glob(f"*.{kind}.part")))))
+        part.read_text() for part in sorted(parts.glob(f"*.{kind}.part"))), extra))
         for kind in job.exports}
