@@ -492,6 +492,14 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_info(args: argparse.Namespace) -> int:
+    from . import backend
+
+    print(f"nucleoseg {__version__}")
+    print("\n".join(backend.describe()))
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from .models.registry import MODELS
     from .models.weights import available_models
@@ -507,6 +515,16 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- parser
+def _add_backend(parser: argparse.ArgumentParser) -> None:
+    from .backend import BACKENDS, DEVICES
+
+    parser.add_argument("--backend", choices=BACKENDS, default=None,
+                        help="Keras backend (default: $NUCLEOSEG_BACKEND, else auto = a "
+                             "GPU-capable backend that sees a GPU, else TensorFlow on the CPU)")
+    parser.add_argument("--device", choices=DEVICES, default="auto",
+                        help="auto, cpu, or gpu (an error when the backend sees none)")
+
+
 def _add_precision(parser: argparse.ArgumentParser) -> None:
     from .models.precision import PRECISIONS
 
@@ -567,6 +585,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--keep-probabilities", action="store_true",
                    help="keep the float16 probability map in the .zarr")
     s.add_argument("-q", "--quiet", action="store_true")
+    _add_backend(s)
     s.set_defaults(func=cmd_segment)
 
     e = sub.add_parser("evaluate", help="compare predicted and ground-truth labels")
@@ -612,12 +631,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--workers", type=int, default=1, help="threads preparing batches")
     t.add_argument("--jit", action="store_true", help="XLA-compile the train step (TF)")
     t.add_argument("--config", nargs="*", metavar="KEY=VALUE", help="architecture options")
+    _add_backend(t)
     t.set_defaults(func=cmd_train)
 
     u = sub.add_parser("tune", help="re-select post-processing on the validation tiles")
     u.add_argument("model")
     u.add_argument("--data")
     u.add_argument("--write", action="store_true", help="store the result in the model card")
+    _add_backend(u)
     u.set_defaults(func=cmd_tune)
 
     b = sub.add_parser("benchmark", help="test tables (one per data set) for the shipped "
@@ -638,7 +659,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", help="write all numbers (per image too) as JSON: a list of rows "
                                   "for one data set, {data set: rows} for several")
     b.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_backend(b)
     b.set_defaults(func=cmd_benchmark)
+
+    i = sub.add_parser("info", help="what --backend auto picks and why, the devices seen, "
+                                    "and what to install for a GPU")
+    i.set_defaults(func=cmd_info)
 
     m = sub.add_parser("models", help="list trained models and architectures")
     m.set_defaults(func=cmd_models)
@@ -649,18 +675,21 @@ def main(argv: list[str] | None = None) -> int:
     """Console entry point; returns the exit status."""
     args = build_parser().parse_args(argv)
     _quiet_tensorflow()
+    from .backend import BackendError, apply, choose
     from .classify.classifier import ClassifierError
     from .inference.predict import Cancelled
     from .io.images import ImageError
     from .models.weights import WeightsError
 
     try:
+        if hasattr(args, "backend"):
+            apply(choose(args.backend, args.device))
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("nucleoseg: interrupted", file=sys.stderr)
         return 130
-    except (UsageError, ImageError, WeightsError, ClassifierError, ValueError, Cancelled,
-            OSError) as exc:
+    except (UsageError, ImageError, WeightsError, ClassifierError, BackendError, ValueError,
+            Cancelled, OSError) as exc:
         if os.environ.get("NUCLEOSEG_DEBUG"):
             raise
         print(f"nucleoseg: error: {exc}", file=sys.stderr)
