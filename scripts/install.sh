@@ -13,7 +13,7 @@ if command -v apt-get >/dev/null 2>&1; then
     xvfb xauth libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0 \
     libxcb-xinerama0 libxcb-xkb1 libxkbcommon-x11-0 libxcb-randr0 libxcb-shape0 \
     libxcb-cursor0 libgl1 libegl1 libglx-mesa0 libgl1-mesa-dri libfontconfig1 \
-    libdbus-1-3 >/dev/null
+    libdbus-1-3 python3-venv >/dev/null
 fi
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip

@@ -145,3 +145,39 @@ def test_a_model_card_without_checksum_is_refused(tmp_path, tiny_unet_path):
     model.with_suffix(".json").write_text(json.dumps(card))
     with pytest.raises(WeightsError, match="no sha256"):
         load_model(model)
+
+
+def test_black_fill_is_never_a_nucleus(tmp_path, threshold_model_path):
+    """Item 4: an all-black region gives no nucleus (the model calls dark "nucleus"); the
+    rest of the image is segmented as before."""
+    from _helpers import synthetic_nuclei
+
+    from nucleoseg.inference.predict import run
+    from nucleoseg.inference.segment import Segmenter
+
+    img, _ = synthetic_nuclei((160, 160), n=8)
+    seg = Segmenter.load(str(threshold_model_path))
+    before = run(seg.segment(img))
+    black = img.copy()
+    black[:, 100:] = 0
+    labels = run(seg.segment(black))
+    assert (labels[:, 100:] == 0).all()
+    keep = before[:, :90] > 0
+    assert ((labels[:, :90] > 0) == keep).mean() > 0.99
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    """Item 4: a JPEG whose EXIF says "rotate 90" opens as viewers show it; the header
+    check reports the turned shape too."""
+    from nucleoseg.io.images import open_image, probe_image
+
+    img = np.zeros((40, 60, 3), np.uint8)
+    img[:10, :] = 255  # a white band along the top edge
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored pixels must be turned 90 degrees clockwise to display
+    path = tmp_path / "turned.jpg"
+    Image.fromarray(img).save(path, exif=exif, quality=95)
+    shown = open_image(path)
+    assert shown.shape == (60, 40, 3)
+    assert probe_image(path)[0][:2] == (60, 40)
+    assert shown[:, -10:].mean() > 200  # the top band is now on the right

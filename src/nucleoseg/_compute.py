@@ -62,13 +62,20 @@ class ComputeProcess:
             self._conn.send((task, kwargs))
         try:
             while True:
-                if not self._conn.poll(0.5):
-                    if not self._proc.is_alive():
-                        code = self._proc.exitcode
-                        self._proc = None
-                        raise ComputeError(f"the compute process stopped (exit code {code})")
-                    continue
-                kind, payload = self._conn.recv()
+                try:
+                    if not self._conn.poll(0.5):
+                        if not self._proc.is_alive():
+                            raise EOFError
+                        continue
+                    kind, payload = self._conn.recv()
+                except (EOFError, OSError):
+                    self._proc.join(2)
+                    code = self._proc.exitcode
+                    self._proc = None
+                    why = "killed, or out of memory" if code is not None and code < 0 else \
+                        f"exit code {code}"
+                    raise ComputeError(f"the compute process ended unexpectedly ({why}); "
+                                       "press again to restart it") from None
                 if self._unanswered:  # the child answers in order: a prepared task's message
                     if kind != "progress":
                         self._unanswered -= 1

@@ -494,3 +494,39 @@ def test_evaluate_panel_reports_types_and_shows_aji(make_napari_viewer):
     from nucleoseg._widgets.evaluate import COLUMNS
 
     assert "aji" in COLUMNS[:3] and "f1" not in COLUMNS
+
+
+def test_evaluate_bad_labels_and_bad_csv_path_are_messages(make_napari_viewer, tmp_path):
+    """Issue 19 item 12: negative ids and an unwritable CSV path give a notification, not an
+    EmitLoopError dump (the handlers run as the buttons call them)."""
+    viewer = make_napari_viewer()
+    bad = np.zeros((10, 10), np.int32)
+    bad[2:4, 2:4] = -3
+    p = viewer.add_labels(bad, name="bad")
+    t = viewer.add_labels(np.zeros((10, 10), np.int32), name="gt")
+    w = _dock(viewer, "Evaluate segmentation")
+    w._pred.value, w._truth.value = p, t
+    w._run.clicked.emit()
+    assert any("negative ids" in m for m in _errors())
+    p.data = np.abs(bad)
+    w._run.clicked.emit()
+    (tmp_path / "plain").write_text("x")
+    w._csv.value = tmp_path / "plain" / "t.csv"
+    w._save.clicked.emit()
+    assert any("cannot save" in m for m in _errors())
+
+
+def test_long_model_description_does_not_widen_the_segment_panel(make_napari_viewer):
+    """Issue 19 item 13: choosing unet_lite (long description) keeps the panel narrow and
+    the canvas wide at napari's default window size."""
+    viewer = make_napari_viewer(show=True)
+    dock, w = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment nuclei")
+    lite = next(v for v in w._model.choices if "unet_lite" in str(v))
+    w._model.value = lite
+    from qtpy.QtWidgets import QApplication
+
+    for _ in range(20):
+        QApplication.processEvents()
+    canvas = viewer.window._qt_viewer.canvas.native
+    assert dock.width() < 500, dock.width()
+    assert canvas.width() > 300, canvas.width()

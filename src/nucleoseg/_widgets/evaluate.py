@@ -36,9 +36,21 @@ class EvaluateWidget(Container):
         self.extend([self._pred, self._truth, self._run, self._table, self._copy, self._csv,
                      self._save, self._status])
         self._rows: list[dict] = []
-        self._run.clicked.connect(self._on_run)
-        self._copy.clicked.connect(self._on_copy)
-        self._save.clicked.connect(self._on_save)
+        self._run.clicked.connect(self._guarded(self._on_run))
+        self._copy.clicked.connect(self._guarded(self._on_copy))
+        self._save.clicked.connect(self._guarded(self._on_save))
+
+    @staticmethod
+    def _guarded(handler):
+        """A button handler whose failures become one notification (never a Qt abort)."""
+
+        def run(*_):
+            try:
+                handler()
+            except Exception as exc:
+                notify_error(exc)
+
+        return run
 
     def _on_run(self) -> None:
         from ..evaluation.metrics import error_overlay, evaluate_set
@@ -48,6 +60,10 @@ class EvaluateWidget(Container):
             notify_error(ValueError("choose a prediction and a ground-truth labels layer"))
             return
         pred, truth = np.asarray(pred_layer.data), np.asarray(truth_layer.data)
+        for layer, arr in ((pred_layer, pred), (truth_layer, truth)):
+            if arr.size and arr.min() < 0:
+                raise ValueError(f"{layer.name} holds negative ids ({int(arr.min())}); "
+                                 "labels must be 0 (background) or positive")
         if pred.shape != truth.shape:
             notify_error(ValueError(
                 f"{pred_layer.name} {pred.shape} and {truth_layer.name} {truth.shape} differ "
@@ -104,7 +120,10 @@ class EvaluateWidget(Container):
         if not str(path) or path.is_dir():
             notify_error(ValueError("choose a CSV file name"))
             return
-        atomic_write_bytes(path, self._text(",").encode())
+        try:
+            atomic_write_bytes(path, self._text(",").encode())
+        except OSError as exc:
+            raise ValueError(f"cannot save {path}: {exc.strerror or exc}") from None
         self._status.value = f"saved {path}"
 
 

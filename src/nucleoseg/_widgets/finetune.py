@@ -56,6 +56,8 @@ class FineTuneWidget(ComputeWidget):
         self._cancel = PushButton(text="Cancel", enabled=False)
         self._progress = ProgressBar(label="progress", value=0, max=1)
         self._status = Label(value="")
+        self._status.native.setWordWrap(True)
+        self._status.native.setMinimumWidth(10)
         self.extend([self._image, self._labels, self._roi, self._in_view, self._base, self._name,
                      self._epochs, self._steps, self._lr, self._freeze, self._run,
                      self._cancel, self._progress, self._status])

@@ -61,6 +61,8 @@ class SegmentWidget(ComputeWidget):
         self._cancel = PushButton(text="Cancel", enabled=False)
         self._progress = ProgressBar(label="progress", value=0, max=1, visible=False)
         self._status = Label(value="")
+        self._status.native.setWordWrap(True)  # a long model description must not widen
+        self._status.native.setMinimumWidth(10)  # the panel past the window
         self.extend([self._image, self._model, self._device, self._region, self._tile,
                      self._advanced,
                      *self._advanced_widgets, self._run, self._cancel, self._progress,

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .postprocess import PostprocessParams, probabilities_to_labels
+from .postprocess import PostprocessParams, probabilities_to_labels, suppress_fill
 from .predict import Progress, predict_tiled
 
 
@@ -93,11 +93,13 @@ class Segmenter:
     def probabilities(
         self, image: np.ndarray, should_stop: Callable[[], bool] | None = None
     ) -> Generator[Progress, None, np.ndarray]:
-        """Tiled probabilities ``(H, W, 2) float32`` (a progress generator)."""
-        return predict_tiled(
+        """Tiled probabilities ``(H, W, 2) float32`` (a progress generator); zero on scanner
+        fill (see :func:`~nucleoseg.inference.postprocess.suppress_fill`)."""
+        probs = yield from predict_tiled(
             self.model, image, tile=self.tile, halo=self.halo, stride=self.stride,
             batch_size=self.batch_size, should_stop=should_stop,
         )
+        return suppress_fill(probs, image)
 
     def segment(
         self, image: np.ndarray, should_stop: Callable[[], bool] | None = None

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from ..io.images import ImageError
+from .postprocess import suppress_fill
 from .predict import Cancelled, Progress, predict_padded, run
 from .tiling import TileGrid, make_grid, pad_reflect
 
@@ -414,6 +415,7 @@ def predict_block(job: SlideJob, i: int, j: int) -> dict:
     padded = read_working(job, (r0 - pt, r1 + pb), (c0 - pl, c1 + pr))
     with _MODEL_LOCK:
         probs = run(predict_padded(seg.model, padded, grid, seg.batch_size, _stopped))
+    probs = suppress_fill(probs[..., :2], padded[pt : pt + r1 - r0, pl : pl + c1 - c0])
     store = zarr.open_array(str(Path(job.out) / "probabilities"), mode="r+", zarr_format=2)
     store[r0:r1, c0:c1] = probs[..., :2].astype(np.float16)
     marker.touch()

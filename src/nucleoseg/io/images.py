@@ -175,9 +175,15 @@ def _read(p: Path, decode: bool):
             with Image.open(p) as im:
                 # other modes (palette, CMYK, 1-bit, ...) become RGB(A)
                 mode = im.mode if im.mode in _PIL_ARRAYS else "RGBA" if "A" in im.mode else "RGB"
+                # EXIF orientation: pixels as image viewers show them (phone/camera JPEGs)
+                turned = im.getexif().get(0x0112, 1) in (5, 6, 7, 8)
                 if not decode:
                     extra, dtype = _PIL_ARRAYS[mode]
-                    return (im.size[1], im.size[0], *extra), np.dtype(dtype)
+                    h, w = (im.size[0], im.size[1]) if turned else (im.size[1], im.size[0])
+                    return (h, w, *extra), np.dtype(dtype)
+                from PIL import ImageOps
+
+                im = ImageOps.exif_transpose(im) or im
                 return np.array(im if mode == im.mode else im.convert(mode))
         except UnidentifiedImageError:
             raise ImageError(f"{p.name} is not an image file Pillow or tifffile can read") from None

@@ -384,7 +384,8 @@ def tissue_mask(slide: Slide, max_side: int = 2048) -> tuple[np.ndarray, float]:
     """A coarse tissue mask from a low pyramid level.
 
     Tissue is where colour saturation exceeds ``min(Otsu, 0.1)`` or the pixel is darker than
-    200 (white glass background is bright and grey); the mask is dilated by two pixels.
+    200 (white glass background is bright and grey), except black scanner fill (every
+    channel at most 15); the mask is dilated by two pixels.
     Returns ``(mask, downsample)``: mask pixel ``(i, j)`` covers level-0 pixels
     ``[i * d, (i + 1) * d)``.
     """
@@ -407,7 +408,7 @@ def tissue_mask(slide: Slide, max_side: int = 2048) -> tuple[np.ndarray, float]:
         thr = min(float(threshold_otsu(sat)), 0.1)
     except ValueError:
         thr = 0.1
-    mask = (sat > thr) | (rgbf.mean(-1) < 200)
+    mask = ((sat > thr) | (rgbf.mean(-1) < 200)) & (mx > 15)
     mask = ndi.binary_dilation(mask, iterations=2)
     return mask, d
 
