@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import sys
 import threading
 import traceback
 from collections.abc import Generator
+from contextlib import contextmanager
 from typing import Any
 
 from .inference.predict import Cancelled, Progress
@@ -45,7 +47,8 @@ class ComputeProcess:
         parent, child = self._ctx.Pipe()
         self._proc = self._ctx.Process(target=_serve, args=(child, self._stop),
                                        name="nucleoseg-compute", daemon=True)
-        self._proc.start()
+        with _main_hidden():
+            self._proc.start()
         child.close()
         self._conn = parent
 
@@ -127,6 +130,29 @@ class ComputeProcess:
             if self._proc.is_alive():
                 self._proc.terminate()
         self._proc = None
+
+
+@contextmanager
+def _main_hidden():
+    """Start a spawned child without re-running the caller's ``__main__``.
+
+    ``spawn`` re-imports the main script in the child; a napari script without an
+    ``if __name__ == "__main__":`` guard would then open a second viewer there. The child
+    needs nothing from ``__main__`` (it serves :mod:`nucleoseg` tasks), so the main module's
+    file and spec are hidden from multiprocessing while the child starts.
+    """
+    main = sys.modules.get("__main__")
+    saved = {k: getattr(main, k) for k in ("__file__", "__spec__") if hasattr(main, k)}
+    try:
+        for k in saved:
+            if k == "__file__":
+                delattr(main, k)
+            else:
+                setattr(main, k, None)
+        yield
+    finally:
+        for k, v in saved.items():
+            setattr(main, k, v)
 
 
 #: tasks that load a segmenter themselves: a prepare waiting behind one is pointless
@@ -293,5 +319,10 @@ def _devices(conn, stop, cache):
     return out
 
 
-_TASKS = {"segment": _segment, "segment_slide": _segment_slide, "fine_tune": _fine_tune,
+def _ping(conn, stop, cache) -> int:
+    """The child's process id (a cheap task for health checks and tests)."""
+    return os.getpid()
+
+
+_TASKS = {"ping": _ping, "segment": _segment, "segment_slide": _segment_slide, "fine_tune": _fine_tune,
           "devices": _devices, "prepare_segment": _prepare_segment, "loaded": _loaded}

@@ -530,3 +530,35 @@ def test_long_model_description_does_not_widen_the_segment_panel(make_napari_vie
     canvas = viewer.window._qt_viewer.canvas.native
     assert dock.width() < 500, dock.width()
     assert canvas.width() > 300, canvas.width()
+
+
+def test_closing_a_panel_ends_its_compute_process(make_napari_viewer, qtbot):
+    """Issue 19 item 15: a closed Segment panel frees its compute process (~1 GB)."""
+    viewer = make_napari_viewer()
+    dock, w = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment nuclei")
+    qtbot.waitUntil(lambda: w._compute._proc is not None and w._compute._proc.is_alive(),
+                    timeout=30000)
+    proc = w._compute._proc
+    viewer.window.remove_dock_widget(dock)
+    qtbot.waitUntil(lambda: not proc.is_alive(), timeout=15000)
+
+
+def test_a_script_without_main_guard_starts_the_compute_process_once(tmp_path):
+    """Issue 19 item 16: the spawned child no longer re-runs the caller's script (which
+    would open a second viewer and break the pipe)."""
+    import subprocess
+
+    marker = tmp_path / "runs.txt"
+    script = tmp_path / "no_guard.py"
+    script.write_text(
+        "from nucleoseg._compute import ComputeProcess\n"
+        "from nucleoseg.inference.predict import run\n"
+        f"open({str(marker)!r}, 'a').write('ran\\n')\n"
+        "cp = ComputeProcess()\n"
+        "print('child', run(cp.run('ping')))\n"
+        "cp.close()\n")
+    res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "child" in res.stdout
+    assert marker.read_text().count("ran") == 1

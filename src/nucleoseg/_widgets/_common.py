@@ -128,5 +128,29 @@ class ComputeWidget(Container):
         super().__init__()
         self._viewer = viewer
         self._worker = None
-        self._compute = ComputeProcess()
-        self.native.destroyed.connect(lambda *_: self._compute.close())
+        compute = self._compute = ComputeProcess()
+        # the process ends with the panel: when Qt deletes it, and when napari takes it out
+        # of the window (remove_dock_widget only unparents it, the Python object lives on)
+        self.native.destroyed.connect(lambda *_: compute.close())
+        self._closer = _CloseWhenUndocked(self.native, compute)
+
+
+def _CloseWhenUndocked(widget, compute):
+    """An event filter on ``widget`` that closes ``compute`` once the widget, having been
+    docked, loses its parent (napari's ``remove_dock_widget`` and the dock's close button)."""
+    from qtpy.QtCore import QEvent, QObject
+
+    class Filter(QObject):
+        docked = False
+
+        def eventFilter(self, obj, event):  # noqa: N802 (Qt's name)
+            if event.type() == QEvent.Type.ParentChange:
+                if obj.parent() is not None:
+                    self.docked = True
+                elif self.docked:
+                    compute.close()
+            return False
+
+    f = Filter(widget)
+    widget.installEventFilter(f)
+    return f
