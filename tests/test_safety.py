@@ -181,3 +181,27 @@ def test_exif_orientation_is_applied(tmp_path):
     assert shown.shape == (60, 40, 3)
     assert probe_image(path)[0][:2] == (60, 40)
     assert shown[:, -10:].mean() > 200  # the top band is now on the right
+
+
+def test_huge_xml_outline_is_bounded(tmp_path):
+    """Item 9: an outline of 100,000 vertices zigzagging across a 1000x1000 tile (minutes
+    with a per-pixel point-in-polygon test) rasterises in a few seconds; ordinary outlines
+    keep the exact convention."""
+    import time
+
+    from nucleoseg.io.monuseg import read_xml_labels
+
+    k = np.arange(100_000)
+    xs = np.where(k % 2 == 0, 5.0, 995.0)
+    ys = 5 + k * 990 / k.size
+    verts = "".join(f'<Vertex X="{x:.2f}" Y="{y:.3f}"/>' for x, y in zip(xs, ys, strict=True))
+    small = '<Vertex X="20" Y="20"/><Vertex X="30" Y="20"/><Vertex X="30" Y="30"/>' \
+            '<Vertex X="20" Y="30"/>'
+    xml = tmp_path / "big.xml"
+    xml.write_text(f"<Annotations><Annotation><Regions><Region><Vertices>{small}</Vertices>"
+                   f"</Region><Region><Vertices>{verts}</Vertices></Region></Regions>"
+                   "</Annotation></Annotations>")
+    t0 = time.perf_counter()
+    lab = read_xml_labels(xml, (1000, 1000))
+    assert time.perf_counter() - t0 < 20
+    assert lab.max() == 2 and (lab == 1).sum() == 100  # the small square: 1-based 20..30
