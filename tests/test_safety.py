@@ -205,3 +205,19 @@ def test_huge_xml_outline_is_bounded(tmp_path):
     lab = read_xml_labels(xml, (1000, 1000))
     assert time.perf_counter() - t0 < 20
     assert lab.max() == 2 and (lab == 1).sum() == 100  # the small square: 1-based 20..30
+
+
+def test_images_too_large_for_the_memory_are_refused_before_decoding(tmp_path, monkeypatch,
+                                                                     capsys):
+    """Item 10: the in-memory path checks the memory it would need (~80 B/px) against the
+    memory available before decoding, and says how to go block-wise."""
+    from nucleoseg.io.images import ImageError, open_image
+
+    src = _image(tmp_path / "x.png", size=256)
+    monkeypatch.setenv("NUCLEOSEG_AVAILABLE_MEMORY", str(256 * 256 * 80 - 1))
+    with pytest.raises(ImageError, match="needs about .* GB are available"):
+        open_image(src)
+    assert main(["segment", str(src), "-o", str(tmp_path / "y.tif")]) == 2
+    assert "block-wise" in capsys.readouterr().err
+    monkeypatch.setenv("NUCLEOSEG_AVAILABLE_MEMORY", str(256 * 256 * 80))
+    assert open_image(src).shape == (256, 256, 3)

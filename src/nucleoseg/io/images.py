@@ -14,6 +14,7 @@ Conversion rules (:func:`to_rgb_uint8`):
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,38 @@ import numpy as np
 #: Largest image held in memory by :func:`open_image` (pixels); bigger ones go through the
 #: whole-slide path.
 MAX_IN_MEMORY_PIXELS = 40_000 * 40_000
+#: Peak memory of segmenting an image held in memory, per pixel (measured: an 8000x8000
+#: TIFF peaked at 5.05 GB with the UNet, about 79 B/px).
+BYTES_PER_PIXEL = 80
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (Linux ``MemAvailable``; None when
+    unknown). ``NUCLEOSEG_AVAILABLE_MEMORY`` (bytes) overrides it."""
+    forced = os.environ.get("NUCLEOSEG_AVAILABLE_MEMORY")
+    if forced:
+        return int(forced)
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def check_memory(shape: tuple[int, ...], name: str) -> None:
+    """Refuse, before any pixel is decoded, an image whose in-memory segmentation would need
+    more memory than is available (the message points at the block-wise path)."""
+    need = int(shape[0]) * int(shape[1]) * BYTES_PER_PIXEL
+    have = available_memory()
+    if have is not None and need > have:
+        raise ImageError(
+            f"{name} has {shape[0]}x{shape[1]} pixels: segmenting it in memory needs about "
+            f"{need / 1e9:.1f} GB, {have / 1e9:.1f} GB are available; segment it block-wise "
+            f"(a TIFF: nucleoseg segment {name} -o {Path(name).stem}.zarr; other formats: "
+            "save it as a tiled TIFF first)")
 
 
 class ImageError(ValueError):
@@ -138,6 +171,7 @@ def probe_image(path: str | Path) -> tuple[tuple[int, ...], np.dtype]:
     p = Path(path)
     shape, dtype = _read(p, decode=False)
     check_layout(shape, dtype, p.name)
+    check_memory(shape, p.name)
     return shape, dtype
 
 
@@ -209,6 +243,9 @@ def open_image(path: str | Path) -> np.ndarray:
     Raises
     ------
     ImageError
-        With a one-line reason (missing, not an image, unsupported layout, NaN, ...).
+        With a one-line reason (missing, not an image, unsupported layout, NaN, too large
+        for the memory available, ...).
     """
-    return to_rgb_uint8(read_array(path), name=Path(path).name)
+    p = Path(path)
+    check_memory(_read(p, decode=False)[0], p.name)  # before any pixel is decoded
+    return to_rgb_uint8(read_array(p), name=p.name)
