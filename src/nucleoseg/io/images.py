@@ -181,6 +181,14 @@ _PIL_ARRAYS = {"I;16": ((), np.uint16), "I;16B": ((), np.uint16), "I;16L": ((), 
                "LA": ((2,), np.uint8), "RGB": ((3,), np.uint8), "RGBA": ((4,), np.uint8)}
 
 
+def _orientation(im) -> int:
+    """The EXIF orientation tag (1 = as stored); 1 when it cannot be read from the header."""
+    try:
+        return int(im.getexif().get(0x0112, 1))
+    except Exception:  # a damaged file: reading its pixels reports it
+        return 1
+
+
 def _read(p: Path, decode: bool):
     """The pixels of ``p`` as stored, or (``decode=False``) their ``(shape, dtype)``."""
     if not p.exists():
@@ -210,7 +218,7 @@ def _read(p: Path, decode: bool):
                 # other modes (palette, CMYK, 1-bit, ...) become RGB(A)
                 mode = im.mode if im.mode in _PIL_ARRAYS else "RGBA" if "A" in im.mode else "RGB"
                 # EXIF orientation: pixels as image viewers show them (phone/camera JPEGs)
-                turned = im.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+                turned = _orientation(im) in (5, 6, 7, 8)
                 if not decode:
                     extra, dtype = _PIL_ARRAYS[mode]
                     h, w = (im.size[0], im.size[1]) if turned else (im.size[1], im.size[0])
