@@ -286,3 +286,32 @@ def test_evaluate_with_class_tables(tmp_path, capsys):
     assert "F_tumour 0.5000" in out and "F_immune 0.0000" in out
     assert main(["evaluate", str(tmp_path / "p.tif"), str(tmp_path / "t.tif"),
                  "--pred-classes", str(tmp_path / "p.csv")]) == 2
+
+
+def test_finetune_command_reports_held_out_before_after(tmp_path, tiny_unet_path, capsys):
+    """`nucleoseg finetune`: trains on 80 % of the pair, prints held-out Dice/AJI before and
+    after and where it saved; the card keeps the validation, best epoch and pair sizes."""
+    import json
+
+    from PIL import Image
+
+    from _helpers import synthetic_nuclei
+    from nucleoseg.io.labels import write_labels
+
+    img, lab = synthetic_nuclei((320, 320), n=30)
+    Image.fromarray(img).save(tmp_path / "x.png")
+    write_labels(tmp_path / "x_labels.tif", lab)
+    assert main(["finetune", "--base", str(tiny_unet_path), "--image", str(tmp_path / "x.png"),
+                 "--labels", str(tmp_path / "x_labels.tif"), "--name", "mine", "--out",
+                 str(tmp_path / "m"), "--epochs", "2", "--steps", "3", "--batch-size", "2",
+                 "--lr", "3e-3", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "held-out 20% of each pair" in out and "Dice" in out and "saved" in out
+    card = json.loads((tmp_path / "m" / "mine.json").read_text())
+    val = card["fine_tune"]["validation"]
+    assert set(val) >= {"before", "after", "best_epoch", "improved"}
+    assert card["fine_tune"]["pair_sizes"] == [[320, 320]]
+    assert main(["finetune", "--image", str(tmp_path / "x.png"), "--labels",
+                 str(tmp_path / "x_labels.tif"), "--name", "../escape"]) == 2
+    with pytest.raises(SystemExit):  # argparse: --labels is required
+        main(["finetune", "--image", str(tmp_path / "x.png"), "--name", "ok"])

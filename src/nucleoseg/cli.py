@@ -423,6 +423,48 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from .io.images import open_image
+    from .io.labels import read_labels
+    from .models.weights import check_model_name, resolve_model_path
+    from .training.finetune import fine_tune
+
+    check_model_name(args.name)
+    resolve_model_path(args.base)  # an unknown base fails before any reading
+    if len(args.image) != len(args.labels):
+        raise UsageError(f"give one --labels per --image ({len(args.image)} images, "
+                         f"{len(args.labels)} label files)")
+    pairs = []
+    for img_path, lab_path in zip(args.image, args.labels, strict=True):
+        image = open_image(img_path)
+        labels = read_labels(lab_path, image.shape[:2] if _is_xml(Path(lab_path)) else None)
+        if labels.shape != image.shape[:2]:
+            raise UsageError(f"{lab_path}: labels {labels.shape} and image "
+                             f"{image.shape[:2]} differ in size")
+        pairs.append((image, labels))
+    bar, update = _progress_bar("fine-tune", not args.quiet)
+    path = fine_tune(args.base, pairs, args.name, epochs=args.epochs,
+                     steps_per_epoch=args.steps, batch_size=args.batch_size,
+                     learning_rate=args.lr, freeze_encoder=args.freeze_encoder,
+                     out_dir=args.out, holdout=args.holdout,
+                     progress=lambda s, t, logs: update(s, t, f"loss {logs.get('loss', 0):.3f}"))
+    bar.close()
+    card = json.loads(path.with_suffix(".json").read_text())
+    val = card["fine_tune"].get("validation")
+    if val:
+        b, a = val["before"], val["after"]
+        print(f"held-out {val['held_out']}: Dice {b['dice']:.4f} -> {a['dice']:.4f}, "
+              f"AJI {b['aji']:.4f} -> {a['aji']:.4f} (epoch {val['best_epoch']} kept)")
+        if not val["improved"]:
+            print(f"nucleoseg: warning: {args.name} is not better than {args.base} on the "
+                  "held-out part; keep using the base model, or correct more and retrain",
+                  file=sys.stderr)
+    else:
+        print("no held-out check: the corrected images are too small to hold part back")
+    print(f"saved {path}")
+    return 0
+
+
 def cmd_tune(args: argparse.Namespace) -> int:
     from .inference.predict import run
     from .inference.segment import Segmenter
@@ -633,6 +675,26 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--config", nargs="*", metavar="KEY=VALUE", help="architecture options")
     _add_backend(t)
     t.set_defaults(func=cmd_train)
+
+    f = sub.add_parser("finetune", help="retrain a model on images whose labels you "
+                                        "corrected; prints held-out before/after")
+    f.add_argument("--base", default="unet", help="model to start from (name or .keras)")
+    f.add_argument("--image", action="append", required=True,
+                   help="an image (repeat with --labels for several pairs)")
+    f.add_argument("--labels", action="append", required=True,
+                   help="its corrected labels: TIFF/PNG/NPY or MoNuSeg XML")
+    f.add_argument("--name", required=True, help="name of the new model")
+    f.add_argument("--out", help="folder (default: the user model folder)")
+    f.add_argument("--epochs", type=int, default=5)
+    f.add_argument("--steps", type=int, default=20, help="batches per epoch")
+    f.add_argument("--batch-size", type=int, default=4)
+    f.add_argument("--lr", type=float, default=1e-4)
+    f.add_argument("--freeze-encoder", action="store_true", help="train decoder and head only")
+    f.add_argument("--holdout", type=float, default=0.2,
+                   help="share of each pair held out to check the new model (0: off)")
+    f.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_backend(f)
+    f.set_defaults(func=cmd_finetune)
 
     u = sub.add_parser("tune", help="re-select post-processing on the validation tiles")
     u.add_argument("model")

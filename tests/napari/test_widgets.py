@@ -150,10 +150,11 @@ def test_finetune_saves_user_model_that_segment_lists(make_napari_viewer, qtbot,
     shipped_before = sorted(p.stat().st_mtime for p in shipped_dir().iterdir())
     image, labels = he_image
     viewer = make_napari_viewer()
-    viewer.add_image(image[:200, :200], name="img")
-    corrected = viewer.add_labels(labels[:200, :200].astype(np.int32), name="corrected")
+    viewer.add_image(image[:320, :320], name="img")
+    corrected = viewer.add_labels(labels[:320, :320].astype(np.int32), name="corrected")
     seg = _dock(viewer, "Segment nuclei")
     ft = _dock(viewer, "Fine-tune model")
+    assert ft._freeze.value is False  # the same default as fine_tune() and the CLI
     ft._base.value = str(folder / "tiny.keras")
     ft._name.value = "tiny_ft"
     ft._epochs.value, ft._steps.value = 1, 2
@@ -163,6 +164,8 @@ def test_finetune_saves_user_model_that_segment_lists(make_napari_viewer, qtbot,
     qtbot.waitUntil(lambda: ft._worker is None, timeout=120_000)
     assert (folder / "tiny_ft.keras").is_file() and (folder / "tiny_ft.json").is_file()
     assert len(ft._history["loss"]) == 2 and np.isfinite(ft._history["loss"]).all()
+    # the held-out fifth of the pair scored before and after, shown to the user
+    assert "held-out Dice" in ft._status.value and len(ft._history["val_dice"]) == 1
     qtbot.waitUntil(lambda: any("tiny_ft" in str(c) for c in seg._model.choices),
                     timeout=10_000)
     np.testing.assert_array_equal(corrected.data, before)  # user labels untouched

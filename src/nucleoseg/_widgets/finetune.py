@@ -51,7 +51,9 @@ class FineTuneWidget(ComputeWidget):
         self._lr = FloatSpinBox(label="learning rate", min=1e-6, max=1e-2, step=1e-5,
                                 value=1e-4)
         self._lr.native.setDecimals(6)
-        self._freeze = CheckBox(text="freeze encoder", value=True)
+        # unfrozen by default: better for every shipped model in the tester's measurements
+        # (+0.02-0.04 AJI), and what fine_tune() and the CLI default to
+        self._freeze = CheckBox(text="freeze encoder", value=False)
         self._run = PushButton(text="Fine-tune")
         self._cancel = PushButton(text="Cancel", enabled=False)
         self._progress = ProgressBar(label="progress", value=0, max=1)
@@ -61,7 +63,7 @@ class FineTuneWidget(ComputeWidget):
         self.extend([self._image, self._labels, self._roi, self._in_view, self._base, self._name,
                      self._epochs, self._steps, self._lr, self._freeze, self._run,
                      self._cancel, self._progress, self._status])
-        self._history: dict[str, list[float]] = {"step": [], "loss": [], "dice": []}
+        self._history: dict[str, list[float]] = _empty_history()
         self._make_plot()
         self._run.clicked.connect(self._on_run)
         self._cancel.clicked.connect(self._on_cancel)
@@ -82,12 +84,16 @@ class FineTuneWidget(ComputeWidget):
         ax.clear()
         h = self._history
         ax.plot(h["step"], h["loss"], color="tab:red", label="loss")
-        ax.plot(h["step"], h["dice"], color="tab:blue", label="Dice")
+        ax.plot(h["step"], h["dice"], color="tab:blue", label="Dice (training)")
+        if h["val_step"]:
+            ax.plot(h["val_step"], h["val_dice"], "o-", color="tab:green",
+                    label="Dice (held out)")
         ax.set_xlabel("step", fontsize=8)
-        ax.set_ylim(0, max([1.0] + h["loss"]))
+        ax.set_xlim(0, max([1] + h["step"]))
+        ax.set_ylim(0, max([1.0] + [v for v in h["loss"] if v == v]))
         ax.tick_params(labelsize=7)
         ax.legend(fontsize=7, loc="upper right")
-        ax.set_title("training loss / Dice", fontsize=8)
+        ax.set_title("loss / Dice", fontsize=8)
         self._canvas.draw_idle()
 
     # ------------------------------------------------------------------ running
@@ -134,7 +140,7 @@ class FineTuneWidget(ComputeWidget):
 
         base, epochs, steps = self._base.value, self._epochs.value, self._steps.value
         lr, freeze = float(self._lr.value), bool(self._freeze.value)
-        self._history = {"step": [], "loss": [], "dice": []}
+        self._history = _empty_history()
         self._progress.max = epochs * steps
         self._progress.value = 0
         compute = self._compute
@@ -162,6 +168,10 @@ class FineTuneWidget(ComputeWidget):
         if value[0] == "step":
             self._on_step(value[1:])
         elif value[0] == "epoch":
+            logs = value[2]
+            if "val_dice" in logs and self._history["step"]:
+                self._history["val_step"].append(self._history["step"][-1])
+                self._history["val_dice"].append(float(logs["val_dice"]))
             self._draw()
 
     def _on_step(self, value) -> None:
@@ -175,14 +185,35 @@ class FineTuneWidget(ComputeWidget):
         self._status.value = f"step {step}/{total}, loss {logs.get('loss', 0):.3f}"
 
     def _on_done(self, path) -> None:
-        from napari.utils.notifications import show_info
+        import json
+
+        from napari.utils.notifications import show_info, show_warning
 
         if path is None:
             self._status.value = "cancelled: nothing saved"
             return
-        self._status.value = f"saved {path.stem} (pick it in Segment)"
-        show_info(f"NucleoSeg: saved model {path.stem} to {path.parent}")
         self._base.reset_choices()
+        try:
+            val = json.loads(path.with_suffix(".json").read_text())["fine_tune"].get(
+                "validation")
+        except (OSError, ValueError, KeyError):
+            val = None
+        if not val:
+            self._status.value = (f"saved {path.stem} (pick it in Segment); no held-out "
+                                  "check: the corrected region is too small")
+            show_info(f"NucleoSeg: saved model {path.stem} to {path.parent}")
+            return
+        b, a = val["before"], val["after"]
+        change = (f"held-out Dice {b['dice']:.3f} -> {a['dice']:.3f}, AJI {b['aji']:.3f} -> "
+                  f"{a['aji']:.3f} (epoch {val['best_epoch']} kept)")
+        if val["improved"]:
+            self._status.value = f"saved {path.stem}: {change}. Pick it in Segment."
+            show_info(f"NucleoSeg: {path.stem} is better on the held-out part: {change}")
+        else:
+            self._status.value = (f"saved {path.stem}, but it is NOT better than the base: "
+                                  f"{change}. Keep using the base, or correct more.")
+            show_warning(f"NucleoSeg: {path.stem} is not better than its base on the held-out "
+                         f"part ({change})")
 
     def _on_finished(self) -> None:
         self._run.enabled, self._cancel.enabled = True, False
@@ -192,3 +223,7 @@ class FineTuneWidget(ComputeWidget):
     def _on_cancel(self) -> None:
         self._compute.cancel()
         self._status.value = "stopping after this step..."
+
+
+def _empty_history() -> dict[str, list[float]]:
+    return {"step": [], "loss": [], "dice": [], "val_step": [], "val_dice": []}

@@ -29,8 +29,15 @@ def fine_tune(
     progress: Callable[[int, int, dict], None] | None = None,
     on_epoch: Callable[[int, dict], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    holdout: float = 0.2,
 ) -> Path | None:
     """Retrain ``base`` on corrected labels and save it as ``name`` in the user folder.
+
+    A band of ``holdout`` of each pair (along its longer side, when the pair is large enough)
+    is kept out of training: the base model is scored on it first, the new model after
+    every epoch (Dice + AJI); the best epoch is kept, post-processing is re-picked on it,
+    and the card's ``fine_tune.validation`` says before/after, the epoch kept and whether
+    the new model is better (``improved``).
 
     Parameters
     ----------
@@ -44,7 +51,10 @@ def fine_tune(
     freeze_encoder : bool
         Train only the decoder and head.
     progress, on_epoch, should_stop : callable, optional
-        See :func:`nucleoseg.training.train.train`.
+        See :func:`nucleoseg.training.train.train`; ``on_epoch`` logs also carry
+        ``val_dice``/``val_aji`` on the held-out band.
+    holdout : float
+        Share of each pair held out for validation (0 turns it off).
 
     Returns
     -------
@@ -52,9 +62,10 @@ def fine_tune(
         The saved model, or None when stopped early (nothing is written then).
     """
     from ..io.images import ImageError, to_rgb_uint8
-    from ..models.weights import load_model, save_model, shipped_dir, user_dir
+    from ..models.weights import check_model_name, load_model, save_model, shipped_dir, user_dir
     from .train import train
 
+    check_model_name(name)  # before any work
     if not pairs:
         raise ValueError("give at least one (image, labels) pair")
     if (Path(out_dir) if out_dir else user_dir()).resolve() == shipped_dir().resolve():
@@ -71,6 +82,12 @@ def fine_tune(
             raise ImageError(f"labels must be integers, got {labels.dtype}")
         images.append(image)
         targets.append(make_targets(labels))
+    held = [split_holdout(i, t_labels, holdout, stride) for i, t_labels in
+            zip(images, [p[1] for p in pairs], strict=True)]
+    val_pairs = [(h[2], h[3]) for h in held if h is not None]
+    images = [h[0] if h is not None else i for h, i in zip(held, images, strict=True)]
+    targets = [make_targets(h[1]) if h is not None else t
+               for h, t in zip(held, targets, strict=True)]
     side = min(min(i.shape[:2]) for i in images)
     patch = min(256, side) // stride * stride
     if patch < 2 * stride:
@@ -84,14 +101,26 @@ def fine_tune(
                 layer.trainable = False
     sampler = PatchSampler(images, targets, patch=patch, seed=seed)
     t0 = time.perf_counter()
+    checker = HoldoutCheck(val_pairs, card, stride) if val_pairs else None
+    before = checker.score(model, checker.base_params) if checker else None
     result = train(model, sampler, None, epochs=epochs, steps_per_epoch=steps_per_epoch,
                    batch_size=batch_size, learning_rate=learning_rate, seed=seed,
                    progress=progress, on_epoch=on_epoch, should_stop=should_stop,
-                   early_stopping_patience=max(epochs, 1), plateau_patience=max(epochs, 1))
+                   early_stopping_patience=max(epochs, 1), plateau_patience=max(epochs, 1),
+                   callbacks=[checker] if checker else None)
     if result.cancelled:
         return None
     for layer in model.layers:
         layer.trainable = True
+    validation = None
+    if checker is not None:
+        model.set_weights(checker.best_weights)
+        params, after = checker.repick(model)
+        card = {**card, "postprocess": params}
+        improved = after["dice"] + after["aji"] > before["dice"] + before["aji"]
+        validation = {"held_out": f"{holdout:.0%} of each pair (a band along its longer side)",
+                      "before": before, "after": after, "best_epoch": checker.best_epoch + 1,
+                      "improved": bool(improved)}
     new_card: dict[str, Any] = {
         k: v for k, v in card.items()
         if k not in ("sha256", "name", "test", "validation", "postprocess_search")
@@ -104,6 +133,78 @@ def fine_tune(
         "epochs": result.epochs_run, "steps_per_epoch": steps_per_epoch,
         "batch_size": batch_size, "patch": patch, "learning_rate": learning_rate,
         "freeze_encoder": freeze_encoder, "seconds": round(time.perf_counter() - t0, 1),
-        "history": result.history,
+        "history": result.history, "validation": validation,
+        "pair_sizes": [list(p[0].shape[:2]) for p in pairs],
     }
     return save_model(model, Path(out_dir) if out_dir else user_dir(), name, new_card)
+
+
+def split_holdout(image: np.ndarray, labels: np.ndarray, fraction: float, stride: int):
+    """``(fit image, fit labels, held-out image, held-out labels)``: the last ``fraction`` of
+    the longer side held out; None when either part would be too small to use (< 64 px or
+    < 2 strides) or ``fraction`` is 0."""
+    if fraction <= 0:
+        return None
+    h, w = image.shape[:2]
+    axis = 0 if h >= w else 1
+    n = (h, w)[axis]
+    cut = int(round(n * (1 - fraction)))
+    least = max(64, 2 * stride)
+    if n - cut < least or cut < least:
+        return None
+    labels = np.asarray(labels)
+    if axis == 0:
+        return image[:cut], labels[:cut], image[cut:], labels[cut:]
+    return image[:, :cut], labels[:, :cut], image[:, cut:], labels[:, cut:]
+
+
+def _holdout_callback_base():
+    import keras
+
+    return keras.callbacks.Callback
+
+
+class HoldoutCheck(_holdout_callback_base()):
+    """Scores the model on held-out pairs after every epoch (pooled Dice and AJI), keeps the
+    best epoch's weights, and re-picks post-processing on them at the end."""
+
+    def __init__(self, pairs, card: dict, stride: int):
+        super().__init__()
+        from ..inference.postprocess import PostprocessParams
+
+        self.pairs = pairs
+        self.stride = stride
+        inf = card.get("inference", {})
+        self.tile, self.halo = int(inf.get("tile", 512)), int(inf.get("halo", 32))
+        self.base_params = PostprocessParams(**card.get("postprocess", {}))
+        self.best, self.best_epoch, self.best_weights = -1.0, -1, None
+
+    def _probs(self, model):
+        from ..inference.predict import predict_tiled, run
+
+        return [run(predict_tiled(model, im, self.tile, self.halo, self.stride, batch_size=1))
+                for im, _ in self.pairs]
+
+    def score(self, model, params) -> dict[str, float]:
+        from ..evaluation.metrics import Counts, counts
+        from ..inference.postprocess import probabilities_to_labels
+
+        total = Counts()
+        for prob, (_, lab) in zip(self._probs(model), self.pairs, strict=True):
+            total = total + counts(probabilities_to_labels(prob, params), lab)
+        return {k: round(v, 4) for k, v in total.scores().items()}
+
+    def on_epoch_end(self, epoch, logs=None):
+        s = self.score(self.model, self.base_params)
+        if logs is not None:
+            logs["val_dice"], logs["val_aji"] = s["dice"], s["aji"]
+        if s["dice"] + s["aji"] > self.best or self.best_weights is None:
+            self.best, self.best_epoch = s["dice"] + s["aji"], epoch
+            self.best_weights = self.model.get_weights()
+
+    def repick(self, model) -> tuple[dict, dict[str, float]]:
+        """Post-processing chosen on the held-out pairs, and the scores with it."""
+        from .recipe import select_postprocess
+
+        best, scores, _ = select_postprocess(self._probs(model), [lab for _, lab in self.pairs])
+        return best.to_dict(), {k: round(v, 4) for k, v in scores.items()}

@@ -180,6 +180,7 @@ def train(
     compile: bool = True,
     time_budget: float | None = None,
     schedule: str = "plateau",
+    callbacks: list | None = None,
 ) -> TrainResult:
     """Train ``model`` on patches from ``sampler``.
 
@@ -204,6 +205,9 @@ def train(
         "plateau": the learning-rate decay and early stopping above; "cosine": the learning
         rate decays from ``learning_rate`` to 0 over ``epochs * steps_per_epoch`` steps and
         every epoch runs. Either way the best epoch's weights are restored at the end.
+    callbacks : list of keras.callbacks.Callback, optional
+        Run before the progress callback (so values they add to the epoch logs reach
+        ``on_epoch``).
     """
     if schedule not in ("plateau", "cosine"):
         raise ValueError("schedule must be 'plateau' or 'cosine'")
@@ -214,13 +218,15 @@ def train(
     monitor = "val_loss" if validation is not None else "loss"
     prog = ProgressCallback(epochs * steps_per_epoch, progress, should_stop, on_epoch)
     plateau = schedule == "plateau"
-    callbacks: list[keras.callbacks.Callback] = [
+    extra = list(callbacks or [])
+    callbacks = [
+        *extra,
         keras.callbacks.EarlyStopping(
             monitor=monitor, patience=early_stopping_patience if plateau else epochs + 1,
             restore_best_weights=True),
     ]
     if plateau:
-        callbacks.insert(0, keras.callbacks.ReduceLROnPlateau(
+        callbacks.insert(len(extra), keras.callbacks.ReduceLROnPlateau(
             monitor=monitor, factor=0.1, patience=plateau_patience, min_lr=1e-6))
     if time_budget is not None:
         callbacks.append(TimeBudget(time_budget))
