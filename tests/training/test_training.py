@@ -117,3 +117,9 @@ def test_cosine_schedule_and_bfloat16_training(tmp_path):
     assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
     with pytest.raises(ValueError, match="schedule"):
         train(model, sampler, None, epochs=1, steps_per_epoch=1, schedule="step")
+    # monitoring validation Dice keeps the epoch where it was highest
+    val = PatchSampler([img], [make_targets(lab)], patch=32, augment=False, seed=9).batch(4)
+    res = train(model, sampler, val, epochs=3, steps_per_epoch=2, batch_size=2,
+                learning_rate=1e-2, schedule="cosine", monitor="val_nucleus_dice")
+    dice = res.history["val_nucleus_dice"]
+    assert res.best_epoch == int(np.argmax(dice)) and res.epochs_run == 3

@@ -111,19 +111,20 @@ class TimeBudget(keras.callbacks.Callback):
 class AtomicBestCheckpoint(keras.callbacks.Callback):
     """Save the model to ``path`` (atomically) whenever ``monitor`` improves."""
 
-    def __init__(self, path: str | Path, monitor: str = "val_loss"):
+    def __init__(self, path: str | Path, monitor: str = "val_loss", mode: str = "min"):
         super().__init__()
         self.path, self.monitor = Path(path), monitor
+        self.sign = 1.0 if mode == "min" else -1.0
         self.best = math.inf
         self.best_epoch = -1
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.monitor)
-        if value is None or not value < self.best:
+        if value is None or not self.sign * value < self.best:
             return
         from ..io.atomic import atomic_write
 
-        self.best, self.best_epoch = float(value), epoch
+        self.best, self.best_epoch = self.sign * float(value), epoch
         atomic_write(self.path, lambda p: self.model.save(p, include_optimizer=False))
 
 
@@ -181,6 +182,7 @@ def train(
     time_budget: float | None = None,
     schedule: str = "plateau",
     callbacks: list | None = None,
+    monitor: str | None = None,
 ) -> TrainResult:
     """Train ``model`` on patches from ``sampler``.
 
@@ -208,6 +210,9 @@ def train(
     callbacks : list of keras.callbacks.Callback, optional
         Run before the progress callback (so values they add to the epoch logs reach
         ``on_epoch``).
+    monitor : str, optional
+        What picks the kept epoch (and drives the plateau schedule): default ``val_loss``
+        (``loss`` without validation); ``val_nucleus_dice`` is maximised.
     """
     if schedule not in ("plateau", "cosine"):
         raise ValueError("schedule must be 'plateau' or 'cosine'")
@@ -215,25 +220,27 @@ def train(
     if compile:
         compile_model(model, learning_rate, loss, jit_compile,
                       decay_steps=epochs * steps_per_epoch if schedule == "cosine" else None)
-    monitor = "val_loss" if validation is not None else "loss"
+    monitor = monitor or ("val_loss" if validation is not None else "loss")
+    mode = "max" if monitor.endswith("dice") else "min"
     prog = ProgressCallback(epochs * steps_per_epoch, progress, should_stop, on_epoch)
     plateau = schedule == "plateau"
     extra = list(callbacks or [])
     callbacks = [
         *extra,
         keras.callbacks.EarlyStopping(
-            monitor=monitor, patience=early_stopping_patience if plateau else epochs + 1,
+            monitor=monitor, mode=mode,
+            patience=early_stopping_patience if plateau else epochs + 1,
             restore_best_weights=True),
     ]
     if plateau:
         callbacks.insert(len(extra), keras.callbacks.ReduceLROnPlateau(
-            monitor=monitor, factor=0.1, patience=plateau_patience, min_lr=1e-6))
+            monitor=monitor, mode=mode, factor=0.1, patience=plateau_patience, min_lr=1e-6))
     if time_budget is not None:
         callbacks.append(TimeBudget(time_budget))
     callbacks.append(prog)  # last, so its logs include the learning rate
     ckpt = None
     if checkpoint is not None:
-        ckpt = AtomicBestCheckpoint(checkpoint, monitor)
+        ckpt = AtomicBestCheckpoint(checkpoint, monitor, mode)
         callbacks.append(ckpt)
     data = SamplerDataset(sampler, batch_size, steps_per_epoch, seed, workers=workers,
                           use_multiprocessing=False)
@@ -248,7 +255,8 @@ def train(
     )
     history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
     series = history.get(monitor, [math.inf])
-    best = int(np.argmin(series)) if series else -1
+    best = (int(np.argmax(series)) if mode == "max" else int(np.argmin(series))) \
+        if series else -1
     return TrainResult(
         history=history,
         best_epoch=best,
