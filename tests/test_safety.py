@@ -221,3 +221,24 @@ def test_images_too_large_for_the_memory_are_refused_before_decoding(tmp_path, m
     assert "block-wise" in capsys.readouterr().err
     monkeypatch.setenv("NUCLEOSEG_AVAILABLE_MEMORY", str(256 * 256 * 80))
     assert open_image(src).shape == (256, 256, 3)
+
+
+def test_one_never_into_weights_rule(tmp_path, tiny_unet_path):
+    """Issue 18: the one rule refuses the shipped folder and folders inside it, for models,
+    fine-tunes, classifiers and model cards alike."""
+    from nucleoseg.classify.classifier import ClassifierError, NucleusClassifier
+    from nucleoseg.models.weights import WeightsError, check_not_shipped, shipped_dir
+    from nucleoseg.training.finetune import fine_tune
+
+    for folder in (shipped_dir(), shipped_dir() / "classifiers", shipped_dir() / "x" / "y"):
+        with pytest.raises(WeightsError, match="shipped weights folder"):
+            check_not_shipped(folder)
+    check_not_shipped(tmp_path)
+    img = np.zeros((64, 64, 3), np.uint8)
+    with pytest.raises(WeightsError):
+        fine_tune(tiny_unet_path, [(img, np.zeros((64, 64), int))], "x", out_dir=shipped_dir())
+    f = np.zeros((4, 36), np.float32)
+    f[2:, 0] = 1
+    with pytest.raises(ClassifierError):
+        NucleusClassifier.fit(f, np.array([0, 0, 1, 1]), ["a", "b"], trees=2).save(
+            shipped_dir() / "classifiers", "x")

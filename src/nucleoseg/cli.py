@@ -469,7 +469,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from .inference.predict import run
     from .inference.segment import Segmenter
     from .io.atomic import atomic_write_bytes
-    from .models.weights import resolve_model_path, shipped_dir
+    from .models.weights import check_not_shipped, resolve_model_path
     from .training.recipe import load_split, select_postprocess
 
     path = resolve_model_path(args.model)
@@ -479,9 +479,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     best, scores, trials = select_postprocess(probs, labels)
     print(f"validation: {best.to_dict()} -> AJI {scores['aji']:.4f} Dice {scores['dice']:.4f}")
     if args.write:
-        if path.parent.resolve() == shipped_dir().resolve() and not os.environ.get(
-                "NUCLEOSEG_WRITE_SHIPPED"):
-            raise UsageError("refusing to change a shipped model card")
+        check_not_shipped(path.parent, "model card")
         card = dict(seg.card)
         card["postprocess"] = best.to_dict()
         card["validation"] = {k: round(v, 4) for k, v in scores.items()}

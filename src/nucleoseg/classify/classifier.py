@@ -181,16 +181,14 @@ class NucleusClassifier:
         Refuses the shipped folder.
         """
         from ..io.atomic import atomic_write_bytes
-        from ..models.weights import check_model_name, sha256, shipped_dir
+        from ..models.weights import WeightsError, check_model_name, check_not_shipped, sha256
 
         check_model_name(name)
         directory = Path(directory)
-        shipped = (shipped_dir() / "classifiers").resolve()
-        import os
-
-        if directory.resolve() == shipped and not os.environ.get("NUCLEOSEG_WRITE_SHIPPED"):
-            raise ClassifierError("refusing to overwrite a shipped classifier; save to the "
-                                  "user folder")
+        try:
+            check_not_shipped(directory, "classifier")
+        except WeightsError as exc:
+            raise ClassifierError(str(exc)) from None
         buf = _io.BytesIO()
         np.savez_compressed(buf, **self.forest.arrays())
         path = atomic_write_bytes(directory / f"{name}.npz", buf.getvalue())

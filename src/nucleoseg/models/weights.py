@@ -39,6 +39,23 @@ def user_dir() -> Path:
     return Path(platformdirs.user_data_dir("nucleoseg", appauthor=False)) / "models"
 
 
+def check_not_shipped(directory: str | Path, what: str = "model") -> None:
+    """The one never-into-weights rule: refuse to write into the shipped folder (or a folder
+    inside it), unless ``NUCLEOSEG_WRITE_SHIPPED`` is set by the maintainers' release steps.
+
+    Raises
+    ------
+    WeightsError
+        When ``directory`` is (inside) the shipped weights folder.
+    """
+    target, shipped = Path(directory).resolve(), shipped_dir().resolve()
+    if os.environ.get("NUCLEOSEG_WRITE_SHIPPED"):
+        return
+    if target == shipped or shipped in target.parents:
+        raise WeightsError(f"refusing to write a {what} into the shipped weights folder; "
+                           "save to the user folder")
+
+
 def sha256(path: str | Path) -> str:
     """SHA-256 hex digest of a file."""
     h = hashlib.sha256()
@@ -195,10 +212,7 @@ def save_model(model, directory: str | Path, name: str, card: dict[str, Any]) ->
     from ..io.atomic import atomic_write, atomic_write_bytes
 
     directory = Path(directory)
-    if directory.resolve() == shipped_dir().resolve() and not os.environ.get(
-        "NUCLEOSEG_WRITE_SHIPPED"
-    ):
-        raise WeightsError("refusing to overwrite the shipped weights; save to the user folder")
+    check_not_shipped(directory)
     check_model_name(name)
     directory.mkdir(parents=True, exist_ok=True)
     model_path = directory / f"{name}.keras"

@@ -62,14 +62,19 @@ def fine_tune(
         The saved model, or None when stopped early (nothing is written then).
     """
     from ..io.images import ImageError, to_rgb_uint8
-    from ..models.weights import check_model_name, load_model, save_model, shipped_dir, user_dir
+    from ..models.weights import (
+        check_model_name,
+        check_not_shipped,
+        load_model,
+        save_model,
+        user_dir,
+    )
     from .train import train
 
     check_model_name(name)  # before any work
     if not pairs:
         raise ValueError("give at least one (image, labels) pair")
-    if (Path(out_dir) if out_dir else user_dir()).resolve() == shipped_dir().resolve():
-        raise ValueError("fine-tuned models are saved to the user folder, never to weights/")
+    check_not_shipped(Path(out_dir) if out_dir else user_dir())  # before any work
     model, card = load_model(base)
     stride = int(card.get("inference", {}).get("stride", 16))
     images, targets = [], []

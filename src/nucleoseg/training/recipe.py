@@ -207,7 +207,16 @@ def train_recipe(
     validation = (np.concatenate(vx), np.concatenate(vy))
 
     keras.utils.set_random_seed(seed)
-    if init is not None:
+    if init is not None and Path(init).suffix == ".keras" and \
+            not Path(init).with_suffix(".json").is_file():
+        # a checkpoint of a stopped run (no card): resume it; the architecture is model_name
+        from ..models import blocks, segnet  # noqa: F401  (register custom layers)
+
+        saved = keras.saving.load_model(init, compile=False, safe_mode=True)
+        model = build(model_name, **config)  # float32, whatever policy the checkpoint had
+        model.set_weights(saved.get_weights())
+        log(f"resuming from checkpoint {init}")
+    elif init is not None:
         model, init_card = load_model(init)
         model_name = init_card.get("architecture", model_name)
         config = {**init_card.get("config", {}), **config}
