@@ -465,6 +465,20 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_classifier(args: argparse.Namespace) -> int:
+    from .classify.classifier import user_classifier_dir
+    from .classify.recipe import train_consep_classifier
+    from .models.weights import check_model_name, check_not_shipped
+
+    check_model_name(args.name)
+    out = Path(args.out) if args.out else user_classifier_dir()
+    check_not_shipped(out, "classifier")
+    seg = None if args.segmentation_model.lower() == "none" else args.segmentation_model
+    train_consep_classifier(out, args.name, args.data, segmentation_model=seg,
+                            trees=args.trees, seed=args.seed)
+    return 0
+
+
 def cmd_tune(args: argparse.Namespace) -> int:
     from .inference.predict import run
     from .inference.segment import Segmenter
@@ -693,6 +707,21 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _add_backend(f)
     f.set_defaults(func=cmd_finetune)
+
+    c = sub.add_parser("train-classifier",
+                       help="train the CoNSeP nucleus type classifier (fit tiles; validation "
+                            "tiles for the card)")
+    c.add_argument("--data", help="data root holding consep/ (default $NUCLEOSEG_DATA or "
+                                  "../shared/data)")
+    c.add_argument("--out", help="folder (default: the user classifier folder)")
+    c.add_argument("--name", default="consep_types")
+    c.add_argument("--segmentation-model", default="unet",
+                   help="model whose nuclei join training and validation ('none': true "
+                        "nuclei only)")
+    c.add_argument("--trees", type=int, default=100)
+    c.add_argument("--seed", type=int, default=0)
+    _add_backend(c)
+    c.set_defaults(func=cmd_train_classifier)
 
     u = sub.add_parser("tune", help="re-select post-processing on the validation tiles")
     u.add_argument("model")

@@ -117,3 +117,17 @@ def test_consep_classifier_on_a_test_tile(data_root):
     ids, idx = NucleusClassifier.load("consep_types").predict(image, labels)
     truth = np.array([types[int(i)] - 1 for i in ids])
     assert (idx == truth).mean() > 0.6
+
+
+@pytest.mark.data
+def test_train_classifier_command(tmp_path, data_root, capsys):
+    """`nucleoseg train-classifier` on CoNSeP (true nuclei only, few trees): a classifier
+    with its validation numbers in the card, loadable by path."""
+    from nucleoseg.cli import main
+
+    assert main(["train-classifier", "--data", str(data_root), "--out", str(tmp_path),
+                 "--name", "t", "--segmentation-model", "none", "--trees", "10"]) == 0
+    clf = NucleusClassifier.load(tmp_path / "t.npz")
+    val = clf.card["validation"]["true_nuclei"]
+    assert val["f_d"] == 1.0 and 0.5 < val["accuracy"] <= 1.0
+    assert clf.card["training"]["validation_tiles"] and "saved" in capsys.readouterr().out
