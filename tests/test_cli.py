@@ -250,7 +250,8 @@ def test_segment_classify_exports(tmp_path, data_root, capsys):
                  "--measurements", "--geojson", "-q"]) == 0
     text = capsys.readouterr().out
     assert "classes: other" in text and "inflammatory" in text
-    rows = list(csv.DictReader(open(tmp_path / "t_labels_nuclei.csv")))
+    with open(tmp_path / "t_labels_nuclei.csv") as f:
+        rows = list(csv.DictReader(f))
     assert rows and {"id", "centroid_x_px", "centroid_y_px", "class"} <= set(rows[0])
     assert {r["class"] for r in rows} <= {"other", "inflammatory", "epithelial", "spindle"}
     feats = json.loads((tmp_path / "t_labels.geojson").read_text())["features"]

@@ -151,7 +151,6 @@ def test_black_fill_is_never_a_nucleus(tmp_path, threshold_model_path):
     """Item 4: an all-black region gives no nucleus (the model calls dark "nucleus"); the
     rest of the image is segmented as before."""
     from _helpers import synthetic_nuclei
-
     from nucleoseg.inference.predict import run
     from nucleoseg.inference.segment import Segmenter
 

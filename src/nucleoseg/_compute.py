@@ -324,5 +324,6 @@ def _ping(conn, stop, cache) -> int:
     return os.getpid()
 
 
-_TASKS = {"ping": _ping, "segment": _segment, "segment_slide": _segment_slide, "fine_tune": _fine_tune,
-          "devices": _devices, "prepare_segment": _prepare_segment, "loaded": _loaded}
+_TASKS = {"ping": _ping, "segment": _segment, "segment_slide": _segment_slide,
+          "fine_tune": _fine_tune, "devices": _devices, "prepare_segment": _prepare_segment,
+          "loaded": _loaded}

@@ -97,8 +97,8 @@ def choose(backend: str | None = None, device: str = "auto") -> Choice:
                     return Choice(candidate, "gpu", f"{candidate} is installed and sees "
                                   f"{len(gpus)} GPU(s)", gpus)
         if device == "gpu":
-            raise BackendError("no installed backend sees a GPU; "
-                               f"install one: {GPU_INSTALL.get(sys.platform, GPU_INSTALL['linux'])}")
+            hint = GPU_INSTALL.get(sys.platform, GPU_INSTALL["linux"])
+            raise BackendError(f"no installed backend sees a GPU; install one: {hint}")
         return Choice("tensorflow", "cpu", "no GPU visible: TensorFlow on the CPU")
     if not installed(backend):
         extra = {"tensorflow": "", "jax": "[jax]", "torch": "[torch]"}[backend]

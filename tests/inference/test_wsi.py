@@ -255,7 +255,8 @@ def test_slide_exports_carry_classes_block_by_block(tmp_path, threshold_model_pa
     job = plan_slide(path, tmp_path / "c.zarr", str(threshold_model_path), block=192,
                      geojson=True, measurements=True, classify="consep_types")
     summary = run(segment_slide(job, workers=1))
-    rows = list(csv.DictReader(open(summary["exports"]["csv"])))
+    with open(summary["exports"]["csv"]) as f:
+        rows = list(csv.DictReader(f))
     assert rows and all(r["class"] in {"other", "inflammatory", "epithelial", "spindle"}
                         for r in rows)
     feats = json.loads(Path(summary["exports"]["geojson"]).read_text())["features"]

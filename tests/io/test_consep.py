@@ -12,7 +12,8 @@ from nucleoseg.io.images import ImageError
 def _write_tile(folder, name, labels, types):
     for sub in ("images", "labels", "types"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.full((*labels.shape, 3), 200, np.uint8)).save(folder / "images" / f"{name}.png")
+    image = np.full((*labels.shape, 3), 200, np.uint8)
+    Image.fromarray(image).save(folder / "images" / f"{name}.png")
     tifffile.imwrite(folder / "labels" / f"{name}.tif", labels.astype(np.uint16))
     rows = "".join(f"{i},{t},{consep.CLASS_NAMES[t]}\n" for i, t in types.items())
     (folder / "types" / f"{name}.csv").write_text("id,type,name\n" + rows)

@@ -63,7 +63,6 @@ def test_strong_augmentation_and_balanced_groups():
     binary after zoom, the default recipe is the old one draw for draw, and groups are drawn
     equally often whatever their sizes."""
     from _helpers import synthetic_nuclei
-
     from nucleoseg.training.data import STRONG_AUGMENTATION, Augmentation
 
     img, lab = synthetic_nuclei((120, 120), n=10)
@@ -72,7 +71,7 @@ def test_strong_augmentation_and_balanced_groups():
                           scale=(0.8, 1.25))
     x, y = PatchSampler([img], [tgt], patch=64, seed=3, augmentation=always).batch(6)
     assert x.shape == (6, 64, 64, 3) and x.dtype == np.float32
-    assert 0 <= x.min() and x.max() <= 1 and set(np.unique(y)) <= {0.0, 1.0}
+    assert x.min() >= 0 and x.max() <= 1 and set(np.unique(y)) <= {0.0, 1.0}
     plain, _ = PatchSampler([img], [tgt], patch=64, seed=3, augment=False).batch(6)
     assert not np.allclose(x, plain)
     # the default Augmentation reproduces the earlier sampler exactly
@@ -97,7 +96,6 @@ def test_cosine_schedule_and_bfloat16_training(tmp_path):
     import keras
 
     from _helpers import synthetic_nuclei
-
     from nucleoseg.models.precision import with_precision
     from nucleoseg.models.registry import build
     from nucleoseg.training.train import train
@@ -114,7 +112,7 @@ def test_cosine_schedule_and_bfloat16_training(tmp_path):
     lr = mixed.optimizer.learning_rate
     assert float(lr) < 1e-6  # decayed to ~0 after epochs * steps
     model.set_weights(mixed.get_weights())
-    assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+    assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))
     with pytest.raises(ValueError, match="schedule"):
         train(model, sampler, None, epochs=1, steps_per_epoch=1, schedule="step")
     # monitoring validation Dice keeps the epoch where it was highest

@@ -135,7 +135,7 @@ def _type_scores(pred_layer, truth_layer, pred: np.ndarray, truth: np.ndarray) -
         f = layer.features
         if "class" not in f or not len(f):
             return {}
-        ids = f["index"] if "index" in f else f.index
+        ids = f.get("index", f.index)
         return {int(i): str(c) for i, c in zip(ids, f["class"], strict=True)}
 
     pc, tc = classes(pred_layer), classes(truth_layer)
