@@ -76,3 +76,15 @@ def make_threshold_model(folder: Path) -> Path:
             "postprocess": {"threshold": 0.5, "interior_threshold": 0.5, "min_size": 4,
                             "min_marker_size": 2}}
     return save_model(model, folder, "threshold", card)
+
+
+def typed_pair():
+    """Two true nuclei (ids 1, 2; both "tumour") and their two predictions (ids 4, 9; classed
+    "tumour" and "immune"), each 1 px off: F_d 1, accuracy 0.5, F_tumour 0.5, F_immune 0."""
+    truth = np.zeros((60, 60), np.int32)
+    truth[5:15, 5:15] = 1
+    truth[30:40, 30:40] = 2
+    pred = np.zeros_like(truth)
+    pred[5:15, 6:16] = 4
+    pred[31:41, 30:40] = 9
+    return truth, {1: "tumour", 2: "tumour"}, pred, {4: "tumour", 9: "immune"}

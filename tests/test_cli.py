@@ -266,14 +266,10 @@ def test_segment_classify_exports(tmp_path, data_root, capsys):
 def test_evaluate_with_class_tables(tmp_path, capsys):
     """`evaluate --pred-classes --truth-classes`: HoVer-Net type metrics on a case counted
     by hand (two nuclei paired, one class right)."""
+    from _helpers import typed_pair
     from nucleoseg.io.labels import write_labels
 
-    truth = np.zeros((60, 60), np.int32)
-    truth[5:15, 5:15] = 1
-    truth[30:40, 30:40] = 2
-    pred = np.zeros_like(truth)
-    pred[5:15, 6:16] = 4
-    pred[31:41, 30:40] = 9
+    truth, _, pred, _ = typed_pair()
     write_labels(tmp_path / "p.tif", pred)
     write_labels(tmp_path / "t.tif", truth)
     (tmp_path / "p.csv").write_text("id,centroid_x_px,class\n4,10,tumour\n9,35,immune\n")

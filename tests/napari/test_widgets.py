@@ -478,17 +478,14 @@ def test_classify_panel_clear_messages(make_napari_viewer):
 def test_evaluate_panel_reports_types_and_shows_aji(make_napari_viewer):
     """Both layers carry a class per nucleus: the status adds F_d, accuracy and F_c; the
     table shows AJI without repeating Dice as f1."""
-    truth = np.zeros((60, 60), np.int32)
-    truth[5:15, 5:15] = 1
-    truth[30:40, 30:40] = 2
-    pred = np.zeros_like(truth)
-    pred[5:15, 6:16] = 4
-    pred[31:41, 30:40] = 9
+    from _helpers import typed_pair
+
+    truth, true_cls, pred, pred_cls = typed_pair()
     viewer = make_napari_viewer()
-    p = viewer.add_labels(pred, name="pred",
-                          features={"index": [4, 9], "class": ["tumour", "immune"]})
-    t = viewer.add_labels(truth, name="gt",
-                          features={"index": [1, 2], "class": ["tumour", "tumour"]})
+    p = viewer.add_labels(pred, name="pred", features={"index": list(pred_cls),
+                                                       "class": list(pred_cls.values())})
+    t = viewer.add_labels(truth, name="gt", features={"index": list(true_cls),
+                                                      "class": list(true_cls.values())})
     w = _dock(viewer, "Evaluate segmentation")
     w._pred.value, w._truth.value = p, t
     w._on_run()

@@ -135,8 +135,9 @@ def list_tiles(split: str, root: str | Path | None = None) -> list[Tile]:
     FileNotFoundError
         When the CoNSeP folder is not found (the message says where it looked).
     """
-    if split not in ("train", "test", "fit", "val"):
-        raise ValueError(f"unknown split {split!r}; use train, test, fit or val")
+    from .datasets import check_split, select_split
+
+    check_split(split)
     base = consep_root(root)
     folder = base / ("test" if split == "test" else "train")
     if not (folder / "images").is_dir():
@@ -150,11 +151,7 @@ def list_tiles(split: str, root: str | Path | None = None) -> list[Tile]:
             continue
         typ = folder / "types" / f"{img.stem}.csv"
         tiles.append(Tile(img.stem, img, lab, typ if typ.is_file() else None))
-    if split == "fit":
-        tiles = [t for t in tiles if t.name not in VALIDATION_TILES]
-    elif split == "val":
-        tiles = [t for t in tiles if t.name in VALIDATION_TILES]
-    return tiles
+    return select_split(tiles, split, VALIDATION_TILES)
 
 
 def _natural(p: Path) -> tuple:

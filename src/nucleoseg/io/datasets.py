@@ -47,6 +47,25 @@ def list_tiles(dataset: str, split: str, root: str | Path | None = None) -> list
     raise ValueError(f"unknown data set {dataset!r}; choose from {', '.join(DATASETS)}")
 
 
+SPLITS = ("train", "test", "fit", "val")
+
+
+def check_split(split: str) -> None:
+    """Raise ValueError for a split name other than :data:`SPLITS`."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; use train, test, fit or val")
+
+
+def select_split(tiles: list, split: str, validation: tuple[str, ...]) -> list:
+    """"fit" and "val" divide the training tiles by the data set's validation names; other
+    splits are returned as they are."""
+    if split == "fit":
+        return [t for t in tiles if t.name not in validation]
+    if split == "val":
+        return [t for t in tiles if t.name in validation]
+    return tiles
+
+
 def _child(root: str | Path | None, name: str) -> Path | None:
     """``root/name`` when ``root`` is a data root holding it, else ``root`` unchanged."""
     if root is None:

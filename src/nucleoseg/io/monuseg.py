@@ -263,8 +263,9 @@ def list_tiles(split: str, root: str | Path | None = None) -> list[Tile]:
     FileNotFoundError
         When the MoNuSeg folder is not found (message says where it looked).
     """
-    if split not in ("train", "test", "fit", "val"):
-        raise ValueError(f"unknown split {split!r}; use train, test, fit or val")
+    from .datasets import check_split, select_split
+
+    check_split(split)
     base = monuseg_root(root)
     folder = base / ("test" if split == "test" else "train")
     if not (folder / "images").is_dir():
@@ -279,8 +280,4 @@ def list_tiles(split: str, root: str | Path | None = None) -> list[Tile]:
         tiles.append(
             Tile(img.stem, img, xml if xml.is_file() else None, mask if mask.is_file() else None)
         )
-    if split == "fit":
-        tiles = [t for t in tiles if t.name not in VALIDATION_TILES]
-    elif split == "val":
-        tiles = [t for t in tiles if t.name in VALIDATION_TILES]
-    return tiles
+    return select_split(tiles, split, VALIDATION_TILES)
