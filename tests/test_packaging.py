@@ -26,5 +26,7 @@ def test_wheel_carries_manifest_and_weights(tmp_path):
     for model in ("unet", "unet_lite", "segnet", "deeplabv3", "se_unet"):
         assert f"nucleoseg/weights/{model}.keras" in names
         assert f"nucleoseg/weights/{model}.json" in names
+    assert "nucleoseg/weights/classifiers/consep_types.npz" in names
+    assert "nucleoseg/weights/classifiers/consep_types.json" in names
     assert "napari-nucleoseg = nucleoseg:napari.yaml" in ep
     assert "nucleoseg = nucleoseg.cli:main" in ep
