@@ -92,7 +92,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
     return {"tile": args.tile, "halo": args.halo, "batch_size": args.batch_size,
             "threshold": args.threshold, "interior_threshold": args.interior_threshold,
-            "min_size": args.min_size}
+            "min_size": args.min_size, "tta": args.tta or None}
 
 
 def _segment_images(pairs: list[tuple[Path, Path]], args: argparse.Namespace) -> None:
@@ -617,6 +617,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write <labels>.geojson (QuPath detections)")
     s.add_argument("--measurements", action="store_true",
                    help="also write <labels>_nuclei.csv (centroid, area, perimeter, ...)")
+    s.add_argument("--tta", action="store_true",
+                   help="quality setting: average the model over 4 flips (4x the model time)")
     s.add_argument("--classify", nargs="?", const="consep_types", metavar="CLASSIFIER",
                    help="classify every nucleus (default classifier: consep_types = other, "
                         "inflammatory, epithelial, spindle): prints counts per class, adds a "

@@ -120,3 +120,32 @@ def test_unmarked_pieces_numbered_as_a_second_labelling_would():
         assert n_rest > 0
         ref[rest > 0] = rest[rest > 0] + ref.max()
         np.testing.assert_array_equal(got, drop_small_and_relabel(ref, params.min_size))
+
+
+def test_tta_averages_the_four_flips(threshold_model_path):
+    """`tta`: the mean of the model on the image and its three flips (flipped back); a model
+    whose filters are symmetric gives the plain probabilities, and progress names the flips."""
+    import numpy as np
+
+    from _helpers import synthetic_nuclei
+    from nucleoseg.inference.predict import run
+    from nucleoseg.inference.segment import Segmenter
+
+    img, _ = synthetic_nuclei((96, 128), n=6)
+    seg = Segmenter.load(str(threshold_model_path), precision="float32")
+    plain = run(seg.probabilities(img))
+    seg.update(tta=True)
+    messages = []
+    gen = seg.probabilities(img)
+    try:
+        while True:
+            messages.append(next(gen)[2])
+    except StopIteration as stop:
+        averaged = stop.value
+    assert any("flip 4/4" in m for m in messages)
+    np.testing.assert_allclose(averaged, plain, atol=1e-5)
+    # by hand for an image whose flips differ: mean of the flipped-back maps
+    ref = np.mean([run(Segmenter.load(str(threshold_model_path), precision="float32")
+                       .probabilities(np.ascontiguousarray(img[::a, ::b])))[::a, ::b]
+                   for a in (1, -1) for b in (1, -1)], axis=0)
+    np.testing.assert_allclose(averaged, ref, atol=1e-5)

@@ -31,6 +31,9 @@ class Segmenter:
     precision : str
         What ``model`` computes in: ``float32``, ``bfloat16`` or ``float16`` (see
         :mod:`nucleoseg.models.precision`).
+    tta : bool
+        Test-time augmentation, the *quality* setting: probabilities averaged over the image
+        and its horizontal, vertical and double flips (4x the model time).
     """
 
     model: Any
@@ -41,6 +44,7 @@ class Segmenter:
     params: PostprocessParams = field(default_factory=PostprocessParams)
     card: dict = field(default_factory=dict)
     precision: str = "float32"
+    tta: bool = False
 
     @classmethod
     def load(cls, name_or_path: str, precision: str | None = "auto",
@@ -87,6 +91,8 @@ class Segmenter:
                 setattr(self.params, key, type(getattr(self.params, key))(value))
             elif key in ("tile", "halo", "batch_size"):
                 setattr(self, key, int(value))
+            elif key == "tta":
+                self.tta = bool(value)
             else:
                 raise ValueError(f"unknown setting {key!r}")
 
@@ -95,11 +101,20 @@ class Segmenter:
     ) -> Generator[Progress, None, np.ndarray]:
         """Tiled probabilities ``(H, W, 2) float32`` (a progress generator); zero on scanner
         fill (see :func:`~nucleoseg.inference.postprocess.suppress_fill`)."""
-        probs = yield from predict_tiled(
-            self.model, image, tile=self.tile, halo=self.halo, stride=self.stride,
-            batch_size=self.batch_size, should_stop=should_stop,
-        )
-        return suppress_fill(probs, image)
+        flips = ((False, False), (False, True), (True, False), (True, True)) if self.tta \
+            else ((False, False),)
+        total = None
+        for k, (flip_r, flip_c) in enumerate(flips):
+            view = image[::-1 if flip_r else 1, ::-1 if flip_c else 1]
+            probs = yield from _numbered(predict_tiled(
+                self.model, np.ascontiguousarray(view), tile=self.tile, halo=self.halo,
+                stride=self.stride, batch_size=self.batch_size, should_stop=should_stop,
+            ), k, len(flips))
+            probs = probs[::-1 if flip_r else 1, ::-1 if flip_c else 1]
+            total = probs.astype(np.float32, copy=True) if total is None else total + probs
+        if len(flips) > 1:
+            total /= len(flips)
+        return suppress_fill(total, image)
 
     def segment(
         self, image: np.ndarray, should_stop: Callable[[], bool] | None = None
@@ -111,3 +126,15 @@ class Segmenter:
         probs = yield from self.probabilities(image, should_stop)
         yield -1, -1, "post-processing"
         return probabilities_to_labels(probs, self.params)
+
+
+def _numbered(gen, k: int, n: int):
+    """Relay a progress generator, naming the flip it belongs to when there are several."""
+    if n == 1:
+        return (yield from gen)
+    try:
+        while True:
+            done, total, msg = next(gen)
+            yield done, total, f"flip {k + 1}/{n}: {msg}"
+    except StopIteration as stop:
+        return stop.value

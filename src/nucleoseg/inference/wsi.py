@@ -155,6 +155,9 @@ def plan_slide(
     from ..models.weights import read_card, resolve_model_path
     from .segment import Segmenter
 
+    if overrides.pop("tta", None):
+        raise ValueError("test-time augmentation (--tta) is for images held in memory; whole "
+                         "slides run without it")
     model_path = resolve_model_path(model)
     card = read_card(model_path)
     precision = resolve_precision(precision or "auto", card)
