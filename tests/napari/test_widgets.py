@@ -262,6 +262,8 @@ def test_demo_opens_sample_with_segment_docked(make_napari_viewer):
     try:
         assert any(layer.rgb for layer in viewer.layers if hasattr(layer, "rgb"))
         assert any("Segment nuclei" in name for name in viewer.window.dock_widgets)
+        active = viewer.layers.selection.active  # issue 19 item 17: never a hidden layer
+        assert active is not None and active.visible and active._type_string == "image"
     finally:
         viewer.close()
 
