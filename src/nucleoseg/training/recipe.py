@@ -207,6 +207,7 @@ def train_recipe(
     validation = (np.concatenate(vx), np.concatenate(vy))
 
     keras.utils.set_random_seed(seed)
+    inference = {"stride": None, "tile": tile, "halo": halo, "batch_size": 2}
     if init is not None and Path(init).suffix == ".keras" and \
             not Path(init).with_suffix(".json").is_file():
         # a checkpoint of a stopped run (no card): resume it; the architecture is model_name
@@ -218,6 +219,9 @@ def train_recipe(
         log(f"resuming from checkpoint {init}")
     elif init is not None:
         model, init_card = load_model(init)
+        # the starting model's measured tiling and precision choices stay with it
+        inference.update(init_card.get("inference", {}))
+        tile, halo = int(inference["tile"]), int(inference["halo"])
         model_name = init_card.get("architecture", model_name)
         config = {**init_card.get("config", {}), **config}
     else:
@@ -273,7 +277,7 @@ def train_recipe(
         "parameters": int(model.count_params()),
         "outputs": ["nucleus", "interior"],
         "input": {"layout": "(B, H, W, 3) RGB", "normalization": "uint8 / 255 -> [0, 1]"},
-        "inference": {"stride": stride, "tile": tile, "halo": halo, "batch_size": 2},
+        "inference": {**inference, "stride": stride},
         "postprocess": params.to_dict(),
         "training": {
             "datasets": datasets,
