@@ -322,7 +322,7 @@ def _parse_shape(text: str) -> tuple[int, int]:
 
 def _evaluate_classes(args: argparse.Namespace, rows_in: list) -> None:
     """Nucleus-type metrics (HoVer-Net's) of one prediction/truth pair with class tables."""
-    from .evaluation.classification import type_counts
+    from .evaluation.classification import named_type_scores
     from .io.consep import read_classes
 
     if not (args.pred_classes and args.truth_classes):
@@ -330,12 +330,8 @@ def _evaluate_classes(args: argparse.Namespace, rows_in: list) -> None:
     if len(rows_in) != 1:
         raise UsageError("class tables go with one prediction and one ground truth file")
     _, pred, truth = rows_in[0]
-    pc, tc = read_classes(args.pred_classes), read_classes(args.truth_classes)
-    names = sorted(set(pc.values()) | set(tc.values()))
-    number = {n: k + 1 for k, n in enumerate(names)}
-    s = type_counts(truth, {i: number[n] for i, n in tc.items()}, pred,
-                    {i: number[n] for i, n in pc.items()}).scores(
-        {k: n for n, k in number.items()})
+    s, names = named_type_scores(truth, read_classes(args.truth_classes), pred,
+                                 read_classes(args.pred_classes))
     print(f"nucleus types (centroid pairing <= 12 px): F_d {s['f_d']:.4f}  accuracy "
           f"{s['accuracy']:.4f}  paired {s['paired']}  unpaired prediction "
           f"{s['unpaired_pred']}  unpaired truth {s['unpaired_true']}")

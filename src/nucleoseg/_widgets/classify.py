@@ -153,7 +153,7 @@ class ClassifyWidget(Container):
         _, ids, feats = self._cache
         return labels, ids, feats
 
-    def _marked(self, labels: np.ndarray, lab_layer) -> tuple[np.ndarray, np.ndarray, list]:
+    def _marked(self, labels: np.ndarray, lab_layer) -> tuple[np.ndarray, np.ndarray]:
         """Label ids under the marks and their class names (unmarked nuclei skipped)."""
         if MARKS not in self._viewer.layers or not len(self._viewer.layers[MARKS].data):
             raise ValueError("mark a few nuclei of each class first (Mark nuclei)")
@@ -166,7 +166,7 @@ class ClassifyWidget(Container):
         ids = labels[rc[:, 0], rc[:, 1]]
         names = np.asarray(marks.features["class"].astype(str))[inside]
         keep = ids > 0
-        return ids[keep], names[keep], list(names)
+        return ids[keep], names[keep]
 
     def _on_train(self, *_) -> None:
         from ..classify.classifier import NucleusClassifier
@@ -174,7 +174,7 @@ class ClassifyWidget(Container):
         try:
             t0 = time.perf_counter()
             labels, ids, feats = self._features()
-            marked_ids, marked_names, _ = self._marked(labels, self._labels.value)
+            marked_ids, marked_names = self._marked(labels, self._labels.value)
             names = [n for n in self._class_names() if n in set(marked_names)]
             if len(names) < 2:
                 raise ValueError("mark nuclei of at least two classes (a mark must lie on a "

@@ -129,7 +129,7 @@ class EvaluateWidget(Container):
 
 def _type_scores(pred_layer, truth_layer, pred: np.ndarray, truth: np.ndarray) -> str:
     """HoVer-Net type metrics when both layers' features carry a ``class`` per nucleus."""
-    from ..evaluation.classification import type_counts
+    from ..evaluation.classification import named_type_scores
 
     def classes(layer) -> dict[int, str]:
         f = layer.features
@@ -141,11 +141,7 @@ def _type_scores(pred_layer, truth_layer, pred: np.ndarray, truth: np.ndarray) -
     pc, tc = classes(pred_layer), classes(truth_layer)
     if not pc or not tc:
         return ""
-    names = sorted(set(pc.values()) | set(tc.values()))
-    number = {n: k + 1 for k, n in enumerate(names)}
-    s = type_counts(truth, {i: number[n] for i, n in tc.items()}, pred,
-                    {i: number[n] for i, n in pc.items()}).scores(
-        {k: n for n, k in number.items()})
+    s, names = named_type_scores(truth, tc, pred, pc)
     per_class = "  ".join(f"F_{n} {s['f_' + n]:.3f}" for n in names)
     return f"types: F_d {s['f_d']:.3f}  accuracy {s['accuracy']:.3f}  {per_class}"
 

@@ -121,3 +121,14 @@ def type_counts(
     tt = np.array([true_types.get(int(i), 0) for i in tid], int)
     pt = np.array([pred_types.get(int(i), 0) for i in pid], int)
     return (into or TypeCounts()).add(tc, tt, pc, pt, radius)
+
+
+def named_type_scores(truth: np.ndarray, true_classes: dict[int, str], pred: np.ndarray,
+                      pred_classes: dict[int, str]) -> tuple[dict, list[str]]:
+    """HoVer-Net scores of one image whose nuclei carry class *names* (``{id: name}``);
+    returns ``(scores, class names)`` with ``scores["f_<name>"]`` per class."""
+    names = sorted(set(pred_classes.values()) | set(true_classes.values()))
+    number = {n: k + 1 for k, n in enumerate(names)}
+    counted = type_counts(truth, {i: number[n] for i, n in true_classes.items()}, pred,
+                          {i: number[n] for i, n in pred_classes.items()})
+    return counted.scores({k: n for n, k in number.items()}), names

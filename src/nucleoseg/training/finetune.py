@@ -86,13 +86,13 @@ def fine_tune(
         if labels.dtype.kind not in "iu":
             raise ImageError(f"labels must be integers, got {labels.dtype}")
         images.append(image)
-        targets.append(make_targets(labels))
-    held = [split_holdout(i, t_labels, holdout, stride) for i, t_labels in
-            zip(images, [p[1] for p in pairs], strict=True)]
+        targets.append(labels)
+    held = [split_holdout(i, lab, holdout, stride) for i, lab in
+            zip(images, targets, strict=True)]
     val_pairs = [(h[2], h[3]) for h in held if h is not None]
     images = [h[0] if h is not None else i for h, i in zip(held, images, strict=True)]
-    targets = [make_targets(h[1]) if h is not None else t
-               for h, t in zip(held, targets, strict=True)]
+    targets = [make_targets(h[1] if h is not None else lab)  # targets once, after the split
+               for h, lab in zip(held, targets, strict=True)]
     side = min(min(i.shape[:2]) for i in images)
     patch = min(256, side) // stride * stride
     if patch < 2 * stride:
