@@ -28,7 +28,7 @@ def _core_modules() -> list[str]:
     core = ("models", "io", "inference", "training", "evaluation", "classify")
     found = ["nucleoseg.cli", "nucleoseg.backend"]
     for info in pkgutil.walk_packages([root], prefix="nucleoseg."):
-        if info.name.split(".")[1] in core:
+        if info.name.split(".")[1] in core or info.name.startswith("nucleoseg.cli_"):
             found.append(info.name)
     return sorted(found)
 
@@ -36,6 +36,7 @@ def _core_modules() -> list[str]:
 def test_core_imports_with_qt_and_napari_blocked():
     modules = _core_modules()
     assert len(modules) > 30 and "nucleoseg.classify.classifier" in modules
+    assert "nucleoseg.cli_segment" in modules
     code = BLOCK.format(blocked="{'qtpy', 'napari', 'magicgui', 'PyQt5', 'PyQt6', 'PySide2', "
                                 "'PySide6'}") + "".join(f"import {m}\n" for m in modules) \
         + "print('ok')\n"

@@ -1,0 +1,133 @@
+"""``nucleoseg train | finetune | train-classifier | tune``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from .cli import UsageError, _progress_bar
+from .cli_evaluate import _is_xml
+
+
+# ---------------------------------------------------------------- train / tune
+def _parse_config(items: list[str]) -> dict[str, Any]:
+    config = {}
+    for item in items or []:
+        if "=" not in item:
+            raise UsageError(f"--config expects KEY=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        try:
+            config[k] = json.loads(v)
+        except ValueError:
+            config[k] = v
+    return config
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .io.datasets import parse_datasets
+    from .models.registry import resolve
+    from .models.weights import check_model_name, user_dir
+    from .training.data import STRONG_AUGMENTATION, Augmentation
+    from .training.recipe import train_recipe
+
+    resolve(args.model)
+    check_model_name(args.name or args.model)
+    try:
+        datasets = parse_datasets(args.datasets)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    augmentation = {"strong": STRONG_AUGMENTATION, "classic": Augmentation(),
+                    None: None}[args.augment]
+    out = Path(args.out) if args.out else user_dir()
+    train_recipe(
+        args.model, out, save_name=args.name, data=args.data, datasets=datasets,
+        init=args.init, schedule=args.schedule, augmentation=augmentation,
+        precision=args.precision, epochs=args.epochs,
+        steps_per_epoch=args.steps, batch_size=args.batch_size, learning_rate=args.lr,
+        seed=args.seed, config=_parse_config(args.config), time_budget=args.time_budget,
+        workers=args.workers, jit_compile=True if args.jit else "auto",
+    )
+    return 0
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from .io.images import open_image
+    from .io.labels import read_labels
+    from .models.weights import check_model_name, resolve_model_path
+    from .training.finetune import fine_tune
+
+    check_model_name(args.name)
+    resolve_model_path(args.base)  # an unknown base fails before any reading
+    if len(args.image) != len(args.labels):
+        raise UsageError(f"give one --labels per --image ({len(args.image)} images, "
+                         f"{len(args.labels)} label files)")
+    pairs = []
+    for img_path, lab_path in zip(args.image, args.labels, strict=True):
+        image = open_image(img_path)
+        labels = read_labels(lab_path, image.shape[:2] if _is_xml(Path(lab_path)) else None)
+        if labels.shape != image.shape[:2]:
+            raise UsageError(f"{lab_path}: labels {labels.shape} and image "
+                             f"{image.shape[:2]} differ in size")
+        pairs.append((image, labels))
+    bar, update = _progress_bar("fine-tune", not args.quiet)
+    path = fine_tune(args.base, pairs, args.name, epochs=args.epochs,
+                     steps_per_epoch=args.steps, batch_size=args.batch_size,
+                     learning_rate=args.lr, freeze_encoder=args.freeze_encoder,
+                     out_dir=args.out, holdout=args.holdout,
+                     progress=lambda s, t, logs: update(s, t, f"loss {logs.get('loss', 0):.3f}"))
+    bar.close()
+    card = json.loads(path.with_suffix(".json").read_text())
+    val = card["fine_tune"].get("validation")
+    if val:
+        b, a = val["before"], val["after"]
+        print(f"held-out {val['held_out']}: Dice {b['dice']:.4f} -> {a['dice']:.4f}, "
+              f"AJI {b['aji']:.4f} -> {a['aji']:.4f} (epoch {val['best_epoch']} kept)")
+        if not val["improved"]:
+            print(f"nucleoseg: warning: {args.name} is not better than {args.base} on the "
+                  "held-out part; keep using the base model, or correct more and retrain",
+                  file=sys.stderr)
+    else:
+        print("no held-out check: the corrected images are too small to hold part back")
+    print(f"saved {path}")
+    return 0
+
+
+def cmd_train_classifier(args: argparse.Namespace) -> int:
+    from .classify.classifier import user_classifier_dir
+    from .classify.recipe import train_consep_classifier
+    from .models.weights import check_model_name, check_not_shipped
+
+    check_model_name(args.name)
+    out = Path(args.out) if args.out else user_classifier_dir()
+    check_not_shipped(out, "classifier")
+    seg = None if args.segmentation_model.lower() == "none" else args.segmentation_model
+    train_consep_classifier(out, args.name, args.data, segmentation_model=seg,
+                            trees=args.trees, seed=args.seed)
+    return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from .inference.predict import run
+    from .inference.segment import Segmenter
+    from .io.atomic import atomic_write_bytes
+    from .models.weights import check_not_shipped, resolve_model_path
+    from .training.recipe import load_split, select_postprocess
+
+    path = resolve_model_path(args.model)
+    seg = Segmenter.load(str(path), precision="float32")  # card values independent of the CPU
+    _, images, labels = load_split("val", args.data)
+    probs = [run(seg.probabilities(im)) for im in images]
+    best, scores, trials = select_postprocess(probs, labels)
+    print(f"validation: {best.to_dict()} -> AJI {scores['aji']:.4f} Dice {scores['dice']:.4f}")
+    if args.write:
+        check_not_shipped(path.parent, "model card")
+        card = dict(seg.card)
+        card["postprocess"] = best.to_dict()
+        card["validation"] = {k: round(v, 4) for k, v in scores.items()}
+        card["postprocess_search"] = trials
+        atomic_write_bytes(path.with_suffix(".json"), (json.dumps(card, indent=2) + "\n").encode())
+        print(f"updated {path.with_suffix('.json')}")
+    return 0
