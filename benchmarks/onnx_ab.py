@@ -45,9 +45,8 @@ def main() -> None:
           f"{'tf default':>12}{'ort/default':>12}{'max |diff|':>12}")
     for name in args.models or shipped_models():
         model, card = load_model(name)
-        inf = card.get("inference", {})
-        side = args.side or fit_grid((4096, 4096), int(inf.get("tile", 512)),
-                                     int(inf.get("halo", 32)), int(inf.get("stride", 16))).tile[0]
+        inf = card.inference
+        side = args.side or fit_grid((4096, 4096), inf.tile, inf.halo, inf.stride).tile[0]
         path = tmp / f"{name}.onnx"
         model.export(str(path), format="onnx", verbose=False, input_signature=[
             keras.InputSpec(shape=(None, None, None, 3), dtype="float32")])

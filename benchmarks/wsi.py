@@ -26,8 +26,8 @@ import numpy as np
 
 def build_slide(path: Path, side: int, data: str | None) -> float:
     """Stitch training tiles (mirrored in turn, so neighbours differ) into ``side``² pixels."""
+    from nucleoseg.io.images import write_pyramid_tiff
     from nucleoseg.io.monuseg import list_tiles
-    from nucleoseg.io.wsi import write_pyramid_tiff
 
     tiles = [t.image() for t in list_tiles("train", data)]
     n = -(-side // 1000)

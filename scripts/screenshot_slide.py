@@ -13,8 +13,8 @@ import numpy as np
 from screenshots import PLUGIN, wait  # same folder: the shared event-loop wait
 
 import napari
+from nucleoseg.io.images import write_pyramid_tiff
 from nucleoseg.io.monuseg import list_tiles
-from nucleoseg.io.wsi import write_pyramid_tiff
 
 
 def main(out: Path) -> None:

@@ -122,7 +122,7 @@ def test_slides_batch_to_zarr_with_exports_and_resume(tmp_path, threshold_model_
 
     from _helpers import synthetic_nuclei
     from nucleoseg.inference.wsi import read_labels_store
-    from nucleoseg.io.wsi import write_pyramid_tiff
+    from nucleoseg.io.images import write_pyramid_tiff
 
     slides = []
     for k in range(2):
@@ -135,9 +135,9 @@ def test_slides_batch_to_zarr_with_exports_and_resume(tmp_path, threshold_model_
     assert main(argv) == 0
     text = capsys.readouterr().out
     for k in range(2):
-        store = read_labels_store(out / f"s{k}.zarr")  # .ome.tif -> s{k}.zarr
+        store = read_labels_store(out / f"s{k}_nuclei.zarr")  # .ome.tif: one suffix
         assert store["complete"] and store["n_nuclei"] > 10
-        features = json.loads((out / f"s{k}.geojson").read_text())["features"]
+        features = json.loads((out / f"s{k}_nuclei.geojson").read_text())["features"]
         assert len(features) == store["n_nuclei"]
         rows = (out / f"s{k}_nuclei.csv").read_text().splitlines()
         assert rows[0].startswith("id,centroid_x_px") and len(rows) == store["n_nuclei"] + 1
@@ -145,9 +145,10 @@ def test_slides_batch_to_zarr_with_exports_and_resume(tmp_path, threshold_model_
     # the same exports, rebuilt later from the finished store alone
     from nucleoseg.inference.wsi import export_store
 
-    export_store(out / "s0.zarr", geojson=tmp_path / "again.geojson", csv=tmp_path / "a.csv")
+    export_store(out / "s0_nuclei.zarr", geojson=tmp_path / "again.geojson",
+                 csv=tmp_path / "a.csv")
     assert json.loads((tmp_path / "again.geojson").read_text()) == json.loads(
-        (out / "s0.geojson").read_text())
+        (out / "s0_nuclei.geojson").read_text())
     assert (tmp_path / "a.csv").read_text() == (out / "s0_nuclei.csv").read_text()
     assert main(argv) == 0  # a rerun finds the work done
     assert capsys.readouterr().out.count("already complete") == 2
@@ -155,14 +156,14 @@ def test_slides_batch_to_zarr_with_exports_and_resume(tmp_path, threshold_model_
 
 def test_slide_bad_input_gives_one_line(tmp_path, threshold_model_path, capsys):
     from _helpers import synthetic_nuclei
-    from nucleoseg.io.wsi import write_pyramid_tiff
+    from nucleoseg.io.images import write_pyramid_tiff
 
     img, _ = synthetic_nuclei((300, 300))
     slide = str(write_pyramid_tiff(tmp_path / "s.ome.tif", img, levels=2, tile=128))
     model = ["-m", str(threshold_model_path), "-q"]
     assert main(["segment", slide, "-o", str(tmp_path / "x.tif"), *model]) == 2
     msg = _err(capsys)
-    assert "whole slide" in msg and "-o s.zarr" in msg
+    assert "whole slide" in msg and "-o s_nuclei.zarr" in msg
     cut = tmp_path / "cut.ome.tif"
     data = (tmp_path / "s.ome.tif").read_bytes()
     cut.write_bytes(data[: len(data) * 6 // 10])
@@ -179,7 +180,7 @@ def test_slide_on_a_dask_cluster_by_address(tmp_path, threshold_model_path, caps
     distributed = pytest.importorskip("distributed")
     from _helpers import synthetic_nuclei
     from nucleoseg.inference.wsi import read_labels_store
-    from nucleoseg.io.wsi import write_pyramid_tiff
+    from nucleoseg.io.images import write_pyramid_tiff
 
     img, _ = synthetic_nuclei((400, 420), n=30, seed=5)
     slide = str(write_pyramid_tiff(tmp_path / "c.ome.tif", img, levels=2, tile=128))
@@ -312,3 +313,51 @@ def test_finetune_command_reports_held_out_before_after(tmp_path, tiny_unet_path
                  str(tmp_path / "x_labels.tif"), "--name", "../escape"]) == 2
     with pytest.raises(SystemExit):  # argparse: --labels is required
         main(["finetune", "--image", str(tmp_path / "x.png"), "--name", "ok"])
+
+
+def test_finetune_rounds_accumulate_kept_corrections(tmp_path, tiny_unet_path, capsys):
+    """Round 1 keeps its pair (with consent); round 2 starts from round 1's model and trains
+    on both rounds' pairs; a card pointing its corrections outside its folder is refused."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from _helpers import synthetic_nuclei
+    from nucleoseg.io.labels import write_labels
+    from nucleoseg.training.finetune import kept_corrections
+
+    common = ["--epochs", "1", "--steps", "2", "--batch-size", "2", "--holdout", "0", "-q",
+              "--out", str(tmp_path / "m"), "--precision", "float32"]
+    for k in (1, 2):
+        img, lab = synthetic_nuclei((96, 96), n=6, seed=k)
+        Image.fromarray(img).save(tmp_path / f"x{k}.png")
+        write_labels(tmp_path / f"x{k}_labels.tif", lab)
+    assert main(["finetune", "--base", str(tiny_unet_path), "--image", str(tmp_path / "x1.png"),
+                 "--labels", str(tmp_path / "x1_labels.tif"), "--name", "r1",
+                 "--keep-corrections", *common]) == 0
+    r1 = tmp_path / "m" / "r1.keras"
+    first = kept_corrections(r1)
+    assert len(first) == 1
+    np.testing.assert_array_equal(first[0][0], np.asarray(Image.open(tmp_path / "x1.png")))
+    assert main(["finetune", "--base", str(r1), "--image", str(tmp_path / "x2.png"),
+                 "--labels", str(tmp_path / "x2_labels.tif"), "--name", "r2",
+                 "--keep-corrections", "--with-previous", *common]) == 0
+    out = capsys.readouterr().out
+    assert "round 2: trained on 1 pair(s) of earlier rounds and 1 new" in out
+    card = json.loads((tmp_path / "m" / "r2.json").read_text())["fine_tune"]
+    assert card["round"] == 2 and card["pairs"] == 2 and card["corrections"]["pairs"] == 2
+    assert len(kept_corrections(tmp_path / "m" / "r2.keras")) == 2
+    assert len(kept_corrections(r1)) == 1  # the base's corrections are untouched
+    # without consent nothing is kept
+    assert main(["finetune", "--base", str(r1), "--image", str(tmp_path / "x2.png"),
+                 "--labels", str(tmp_path / "x2_labels.tif"), "--name", "r3", *common]) == 0
+    assert not (tmp_path / "m" / "r3.corrections").exists()
+    assert kept_corrections(tmp_path / "m" / "r3.keras") == []
+    # a card must not lead outside its folder
+    path = tmp_path / "m" / "r2.json"
+    bad = json.loads(path.read_text())
+    bad["fine_tune"]["corrections"]["folder"] = "../../elsewhere"
+    path.write_text(json.dumps(bad))
+    with pytest.raises(ValueError, match="outside the model's folder"):
+        kept_corrections(tmp_path / "m" / "r2.keras")

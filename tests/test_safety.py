@@ -222,6 +222,29 @@ def test_images_too_large_for_the_memory_are_refused_before_decoding(tmp_path, m
     assert open_image(src).shape == (256, 256, 3)
 
 
+def test_a_tiff_too_large_for_the_memory_goes_block_wise(tmp_path, monkeypatch, capsys,
+                                                         threshold_model_path):
+    """Item 10: a plain TIFF that would not fit in memory is segmented block-wise into
+    ``<stem>_nuclei.zarr`` instead of being refused (a PNG cannot be read by region and is
+    refused with the advice to save it as a tiled TIFF)."""
+    import tifffile
+
+    from _helpers import synthetic_nuclei
+    from nucleoseg.io.labels_store import read_labels_store
+    from nucleoseg.io.wsi import is_slide
+
+    img, _ = synthetic_nuclei((300, 320), n=20)
+    tifffile.imwrite(tmp_path / "big.tif", img)
+    assert not is_slide(tmp_path / "big.tif")
+    monkeypatch.setenv("NUCLEOSEG_AVAILABLE_MEMORY", str(300 * 320 * 80 - 1))
+    assert is_slide(tmp_path / "big.tif")
+    assert main(["segment", str(tmp_path / "big.tif"), "-m", str(threshold_model_path),
+                 "-q"]) == 0
+    store = read_labels_store(tmp_path / "big_nuclei.zarr")
+    assert store["complete"] and store["n_nuclei"] > 5
+    assert "big.tif" in capsys.readouterr().out
+
+
 def test_one_never_into_weights_rule(tmp_path, tiny_unet_path):
     """Issue 18: the one rule refuses the shipped folder and folders inside it, for models,
     fine-tunes, classifiers and model cards alike."""

@@ -31,7 +31,8 @@ class ComputeError(Exception):
 class ComputeProcess:
     """Run ``segment`` / ``fine_tune`` tasks in a spawned child process."""
 
-    def __init__(self) -> None:
+    def __init__(self, backend: str = "auto") -> None:
+        self._backend = backend
         self._ctx = mp.get_context("spawn")
         self._proc = None
         self._conn = None
@@ -45,7 +46,7 @@ class ComputeProcess:
             return
         self._unanswered = 0
         parent, child = self._ctx.Pipe()
-        self._proc = self._ctx.Process(target=_serve, args=(child, self._stop),
+        self._proc = self._ctx.Process(target=_serve, args=(child, self._stop, self._backend),
                                        name="nucleoseg-compute", daemon=True)
         with _main_hidden():
             self._proc.start()
@@ -115,6 +116,22 @@ class ComputeProcess:
             self._unanswered += 1
             return True
 
+    @property
+    def backend(self) -> str:
+        return self._backend
+
+    def set_backend(self, backend: str) -> None:
+        """Use the Keras ``backend`` (a name of :data:`nucleoseg.backend.BACKENDS`) from the
+        next task on: the child is restarted, since Keras picks its backend at import."""
+        with self._lock:
+            if backend == self._backend:
+                return
+            if self._running:
+                raise ComputeError("wait for the running task to finish before switching "
+                                   "the backend")
+            self._backend = backend
+        self.close()
+
     def cancel(self) -> None:
         """Ask the running task to stop at its next batch or step."""
         self._stop.set()
@@ -159,8 +176,15 @@ def _main_hidden():
 _LOADING = ("segment", "prepare_segment", "quit")
 
 
-def _serve(conn, stop) -> None:  # runs in the child
+def _serve(conn, stop, backend: str = "auto") -> None:  # runs in the child
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from .backend import BackendError, apply, choose
+
+    startup_error = None
+    try:
+        apply(choose(backend))  # before anything imports Keras
+    except BackendError as exc:
+        startup_error = exc
     cache: dict[str, Any] = {}
     backlog: list[tuple[str, dict]] = []  # requests read ahead, in order
     while True:
@@ -176,6 +200,9 @@ def _serve(conn, stop) -> None:  # runs in the child
             return
         if task == "quit":
             return
+        if startup_error is not None:  # every task reports why the backend is unusable
+            conn.send(("error", (startup_error, "")))
+            continue
         try:
             result = _TASKS[task](conn, stop, cache, **kwargs)
             conn.send(("result", result))
@@ -243,17 +270,17 @@ def _segment(conn, stop, cache, model: str, image, settings: dict, device: str =
             except StopIteration as done:
                 return done.value
 
-    if device == "auto":
-        return {"labels": drive(), "precision": seg.precision}
-    if device == "GPU" and "GPU" not in _devices(conn, stop, cache):
-        import keras
-
-        raise ValueError(f"no GPU is visible to Keras ({keras.backend.backend()} backend); "
-                         "choose CPU or auto")
     import keras
 
+    used = {"precision": seg.precision, "backend": keras.backend.backend()}
+    if device == "auto":
+        gpu = "GPU" in _devices(conn, stop, cache)
+        return {"labels": drive(), **used, "device": "GPU" if gpu else "CPU"}
+    if device == "GPU" and "GPU" not in _devices(conn, stop, cache):
+        raise ValueError(f"no GPU is visible to Keras ({keras.backend.backend()} backend); "
+                         "choose CPU or auto")
     with keras.device("gpu:0" if device == "GPU" else "cpu:0"):
-        return {"labels": drive(), "precision": seg.precision}
+        return {"labels": drive(), **used, "device": device}
 
 
 def _segment_slide(conn, stop, cache, slide: str, model: str, settings: dict,
@@ -264,6 +291,7 @@ def _segment_slide(conn, stop, cache, slide: str, model: str, settings: dict,
     from pathlib import Path
 
     from .inference.wsi import plan_slide, segment_slide, store_settings_match
+    from .io.outputs import default_output
 
     conn.send(("progress", (0, 0, "planning blocks...")))
     src = Path(slide)
@@ -273,10 +301,9 @@ def _segment_slide(conn, stop, cache, slide: str, model: str, settings: dict,
 
         folder = Path(user_data_dir("nucleoseg")) / "slides"
         folder.mkdir(parents=True, exist_ok=True)
-    stem = src.name.split(".")[0] + "_nuclei"
-    job = plan_slide(src, folder / f"{stem}.zarr", model, **settings)
+    job = plan_slide(src, default_output(src, slide=True, out_dir=folder), model, **settings)
     for k in range(1, 1000):
-        out = folder / (f"{stem}.zarr" if k == 1 else f"{stem}-{k}.zarr")
+        out = default_output(src, slide=True, out_dir=folder, variant=k)
         if store_settings_match(dataclasses.replace(job, out=str(out))) is not False:
             job = dataclasses.replace(job, out=str(out))
             break

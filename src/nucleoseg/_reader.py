@@ -43,9 +43,9 @@ def get_slide_reader(path):
         return None
     p = Path(str(path).rstrip("/"))
     if p.suffix.lower() == ".zarr" and (p / ".zattrs").is_file():
-        from .inference.wsi import _read_attrs
+        from .io.labels_store import read_attrs
 
-        if _read_attrs(p) is not None:
+        if read_attrs(p) is not None:
             return read_labels_store_layer
     from .io.wsi import is_slide
 
@@ -68,7 +68,7 @@ def read_slide(path):
 
 def read_labels_store_layer(path):
     """A nucleoseg labels store as a lazy multiscale Labels layer in slide pixels."""
-    from .inference.wsi import read_labels_store
+    from .io.labels_store import read_labels_store
 
     p = Path(str(path).rstrip("/"))
     store = read_labels_store(p)

@@ -51,8 +51,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     print("trained models:")
     for m in available_models():
-        val = m["card"].get("test") or m["card"].get("validation") or {}
-        which = "test" if m["card"].get("test") else "validation"
+        val = m["card"].scores or {}
+        which = "test" if m["card"].record.get("test") else "validation"
         extra = f"  {which} Dice {val['dice']:.3f} AJI {val['aji']:.3f}" if val else ""
         print(f"  {m['name']:<20} {m['source']:<8} {m['path']}{extra}")
     print("architectures (nucleoseg train --model):", ", ".join(MODELS))
@@ -81,6 +81,12 @@ def _add_precision(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from . import cli_evaluate, cli_segment, cli_train
+    from .models.card import (
+        FineTuneSettings,
+        InferenceSettings,
+        PostprocessParams,
+        add_setting_flags,
+    )
 
     ap = argparse.ArgumentParser(prog="nucleoseg", description="Nucleus segmentation for H&E.")
     ap.add_argument("--version", action="version", version=f"nucleoseg {__version__}")
@@ -99,13 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="labels format of plain images (default .tif; .zarr forces the "
                         "whole-slide path)")
     s.add_argument("-m", "--model", default="unet", help="model name or .keras path")
-    s.add_argument("--tile", type=int, help="tile side in pixels (default: model card)")
-    s.add_argument("--halo", type=int, help="context margin per tile side")
-    s.add_argument("--batch-size", type=int)
+    add_setting_flags(s.add_argument_group("model settings (default: the model card)"),
+                      InferenceSettings, PostprocessParams)
     _add_precision(s)
-    s.add_argument("--threshold", type=float, help="nucleus probability threshold")
-    s.add_argument("--interior-threshold", type=float, help="marker probability threshold")
-    s.add_argument("--min-size", type=int, help="smallest nucleus kept (pixels)")
     s.add_argument("--geojson", action="store_true",
                    help="also write <labels>.geojson (QuPath detections)")
     s.add_argument("--measurements", action="store_true",
@@ -192,13 +194,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="its corrected labels: TIFF/PNG/NPY or MoNuSeg XML")
     f.add_argument("--name", required=True, help="name of the new model")
     f.add_argument("--out", help="folder (default: the user model folder)")
-    f.add_argument("--epochs", type=int, default=5)
-    f.add_argument("--steps", type=int, default=20, help="batches per epoch")
-    f.add_argument("--batch-size", type=int, default=4)
-    f.add_argument("--lr", type=float, default=1e-4)
-    f.add_argument("--freeze-encoder", action="store_true", help="train decoder and head only")
+    add_setting_flags(f, FineTuneSettings, from_card=False)
     f.add_argument("--holdout", type=float, default=0.2,
                    help="share of each pair held out to check the new model (0: off)")
+    f.add_argument("--keep-corrections", action="store_true",
+                   help="keep these pairs beside the new model (<name>.corrections/) so a "
+                        "later round can train on them again")
+    f.add_argument("--with-previous", action="store_true",
+                   help="also train on the corrections kept with --base by earlier rounds")
+    _add_precision(f)
     f.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _add_backend(f)
     f.set_defaults(func=cli_train.cmd_finetune)

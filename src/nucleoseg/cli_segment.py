@@ -14,15 +14,8 @@ from .cli import UsageError, _progress_bar
 
 
 # ---------------------------------------------------------------- segment
-def _stem(path: Path) -> str:
-    name = path.name
-    for suffix in (".ome.tiff", ".ome.tif", ".ome.zarr"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
-
-
 def cmd_segment(args: argparse.Namespace) -> int:
+    from .io.outputs import default_output, output_stem
     from .io.wsi import is_slide
 
     images = [Path(p) for p in args.images]
@@ -32,15 +25,11 @@ def cmd_segment(args: argparse.Namespace) -> int:
         args.output and Path(args.output).suffix.lower() == ".zarr") for p in images]
     outs = []
     for path, slide in zip(images, slides, strict=True):
-        if args.out_dir:
-            suffix = ".zarr" if slide else (args.format or ".tif")
-            outs.append(Path(args.out_dir) / (f"{_stem(path)}.zarr" if slide
-                                             else f"{_stem(path)}_labels{suffix}"))
-        elif args.output:
+        if args.output and not args.out_dir:
             outs.append(Path(args.output))
         else:
-            outs.append(path.with_name(f"{_stem(path)}.zarr" if slide
-                                       else f"{_stem(path)}_labels{args.format or '.tif'}"))
+            outs.append(default_output(path, slide=slide, fmt=args.format or ".tif",
+                                       out_dir=args.out_dir))
     _check_outputs(images, outs)
     if args.classify:
         from .classify.classifier import resolve_classifier_path
@@ -49,7 +38,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     for path, slide, out in zip(images, slides, outs, strict=True):
         if slide and out.suffix.lower() != ".zarr":
             raise UsageError(f"{path.name} is a whole slide: its labels go to a .zarr folder "
-                             f"(-o {_stem(path)}.zarr)")
+                             f"(-o {output_stem(path)}_nuclei.zarr)")
         _check_writable(out)
     if any(slides):
         _segment_slides([(p, o) for p, o, s in zip(images, outs, slides, strict=True) if s],
@@ -61,9 +50,10 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
-    return {"tile": args.tile, "halo": args.halo, "batch_size": args.batch_size,
-            "threshold": args.threshold, "interior_threshold": args.interior_threshold,
-            "min_size": args.min_size, "tta": args.tta or None}
+    from .models.card import InferenceSettings, PostprocessParams, setting_values
+
+    return {**setting_values(args, InferenceSettings, PostprocessParams),
+            "tta": args.tta or None}
 
 
 def _segment_images(pairs: list[tuple[Path, Path]], args: argparse.Namespace) -> None:

@@ -56,10 +56,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_finetune(args: argparse.Namespace) -> int:
     from .io.images import open_image
     from .io.labels import read_labels
+    from .models.card import FineTuneSettings, setting_values
     from .models.weights import check_model_name, resolve_model_path
     from .training.finetune import fine_tune
 
     check_model_name(args.name)
+    settings = FineTuneSettings(**setting_values(args, FineTuneSettings))  # checks bounds
     resolve_model_path(args.base)  # an unknown base fails before any reading
     if len(args.image) != len(args.labels):
         raise UsageError(f"give one --labels per --image ({len(args.image)} images, "
@@ -73,10 +75,10 @@ def cmd_finetune(args: argparse.Namespace) -> int:
                              f"{image.shape[:2]} differ in size")
         pairs.append((image, labels))
     bar, update = _progress_bar("fine-tune", not args.quiet)
-    path = fine_tune(args.base, pairs, args.name, epochs=args.epochs,
-                     steps_per_epoch=args.steps, batch_size=args.batch_size,
-                     learning_rate=args.lr, freeze_encoder=args.freeze_encoder,
-                     out_dir=args.out, holdout=args.holdout,
+    path = fine_tune(args.base, pairs, args.name, **settings.to_dict(), out_dir=args.out,
+                     holdout=args.holdout, precision=args.precision,
+                     keep_corrections=args.keep_corrections,
+                     previous_corrections=args.with_previous,
                      progress=lambda s, t, logs: update(s, t, f"loss {logs.get('loss', 0):.3f}"))
     bar.close()
     card = json.loads(path.with_suffix(".json").read_text())
@@ -91,6 +93,13 @@ def cmd_finetune(args: argparse.Namespace) -> int:
                   file=sys.stderr)
     else:
         print("no held-out check: the corrected images are too small to hold part back")
+    ft = card["fine_tune"]
+    if ft.get("earlier_pairs"):
+        print(f"round {ft['round']}: trained on {ft['earlier_pairs']} pair(s) of earlier rounds "
+              f"and {ft['pairs'] - ft['earlier_pairs']} new")
+    if ft.get("corrections"):
+        print(f"kept {ft['corrections']['pairs']} pair(s) in "
+              f"{path.parent / ft['corrections']['folder']} for later rounds")
     print(f"saved {path}")
     return 0
 
@@ -124,10 +133,10 @@ def cmd_tune(args: argparse.Namespace) -> int:
     print(f"validation: {best.to_dict()} -> AJI {scores['aji']:.4f} Dice {scores['dice']:.4f}")
     if args.write:
         check_not_shipped(path.parent, "model card")
-        card = dict(seg.card)
-        card["postprocess"] = best.to_dict()
-        card["validation"] = {k: round(v, 4) for k, v in scores.items()}
-        card["postprocess_search"] = trials
-        atomic_write_bytes(path.with_suffix(".json"), (json.dumps(card, indent=2) + "\n").encode())
+        record = {**seg.card.record, "validation": {k: round(v, 4) for k, v in scores.items()},
+                  "postprocess_search": trials}
+        card = seg.card.replace(postprocess=best, record=record)
+        atomic_write_bytes(path.with_suffix(".json"),
+                           (json.dumps(card.to_dict(), indent=2) + "\n").encode())
         print(f"updated {path.with_suffix('.json')}")
     return 0

@@ -20,8 +20,7 @@ from nucleoseg.inference.wsi import (
     read_labels_store,
     segment_slide,
 )
-from nucleoseg.io.images import ImageError
-from nucleoseg.io.wsi import write_pyramid_tiff
+from nucleoseg.io.images import ImageError, write_pyramid_tiff
 
 
 def slide_grid_probabilities(seg: Segmenter, img: np.ndarray) -> np.ndarray:
@@ -121,6 +120,50 @@ def test_local_cluster_gives_the_single_process_labels(tmp_path, threshold_model
     b = np.asarray(read_labels_store(tmp_path / "multi.zarr")["levels"][0][:])
     assert a.max() > 0
     np.testing.assert_array_equal(a, b)  # global ids: identical, not only the same partition
+
+
+def test_two_slides_at_once_in_one_process_do_not_interfere(tmp_path, threshold_model_path,
+                                                              tiny_unet_path):
+    """Each run has its own model cache and cancel flag: two slides with two models run
+    together in two threads and give their single-run labels; cancelling one leaves the
+    other running to completion."""
+    import threading
+
+    from _helpers import synthetic_nuclei
+
+    _, a_path = _tiny_slide(tmp_path, size=(500, 600), seed=3)
+    b_img, _ = synthetic_nuclei((400, 500), n=30, seed=4)
+    b_path = write_pyramid_tiff(tmp_path / "b.ome.tif", b_img, levels=2, tile=128)
+    alone = {}
+    for key, path, model in (("a", a_path, threshold_model_path), ("b", b_path, tiny_unet_path)):
+        run(segment_slide(plan_slide(path, tmp_path / f"{key}_alone.zarr", str(model),
+                                     block=192)))
+        alone[key] = np.asarray(read_labels_store(tmp_path / f"{key}_alone.zarr")["levels"][0][:])
+    jobs = {"a": plan_slide(a_path, tmp_path / "a.zarr", str(threshold_model_path), block=192),
+            "b": plan_slide(b_path, tmp_path / "b.zarr", str(tiny_unet_path), block=192),
+            "c": plan_slide(a_path, tmp_path / "c.zarr", str(tiny_unet_path), block=192)}
+    stop_c = threading.Event()
+    outcome: dict[str, object] = {}
+
+    def work(key: str) -> None:
+        try:
+            outcome[key] = run(segment_slide(jobs[key], workers=2,
+                                             should_stop=stop_c.is_set if key == "c" else None))
+        except Cancelled as exc:
+            outcome[key] = exc
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in jobs]
+    stop_c.set()  # "c" is cancelled from its start; "a" and "b" must not notice
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=600)
+    assert isinstance(outcome["c"], Cancelled)
+    for key in ("a", "b"):
+        assert outcome[key]["complete"], key
+        labels = np.asarray(read_labels_store(tmp_path / f"{key}.zarr")["levels"][0][:])
+        np.testing.assert_array_equal(labels, alone[key])
+    assert alone["a"].max() > 0
 
 
 def test_slide_smaller_than_a_block_and_a_tile(tmp_path, tiny_unet_path):
@@ -268,3 +311,19 @@ def test_slide_exports_carry_classes_block_by_block(tmp_path, threshold_model_pa
     whole = {int(i): clf.classes[int(k)] for i, k in zip(ids, idx, strict=True)}
     agree = np.mean([whole[i] == c for i, c in by_id.items()])
     assert agree >= 0.9, agree
+
+
+def test_slide_tiles_are_sized_to_the_memory_budget(tmp_path, tiny_unet_path, monkeypatch):
+    """Issue 19 item 10: without --tile a slide runs with tiles that keep the peak within
+    3 GB (or half the memory available); the card's smaller tile is kept."""
+    from nucleoseg.inference.wsi import slide_tile
+
+    assert slide_tile(2176, available=64_000_000_000) == 1280
+    assert slide_tile(2176, available=4_400_000_000) == 1024
+    assert slide_tile(2176, available=1_000_000_000) == 768
+    assert slide_tile(512, available=64_000_000_000) == 512
+    _, path = _tiny_slide(tmp_path, size=(300, 300))
+    monkeypatch.setenv("NUCLEOSEG_AVAILABLE_MEMORY", str(64_000_000_000))
+    job = plan_slide(path, tmp_path / "o.zarr", str(tiny_unet_path))
+    assert job.tile[0] <= 128  # the tiny model's card tile, not raised
+    assert plan_slide(path, tmp_path / "o.zarr", "unet").fingerprint["tile"][0] <= 1280

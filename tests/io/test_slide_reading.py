@@ -6,15 +6,9 @@ import numpy as np
 import pytest
 import tifffile
 
-from nucleoseg.io.images import ImageError
-from nucleoseg.io.wsi import (
-    SlideWarning,
-    is_slide,
-    open_slide,
-    tissue_mask,
-    working_resolution,
-    write_pyramid_tiff,
-)
+from nucleoseg.io.images import ImageError, write_pyramid_tiff
+from nucleoseg.io.tissue import tissue_mask
+from nucleoseg.io.wsi import SlideWarning, is_slide, open_slide, working_resolution
 
 
 def _rgb(shape=(600, 700), seed=0):

@@ -1,24 +1,31 @@
 import numpy as np
 import pytest
 
-from nucleoseg.models.registry import MODELS, build, resolve, total_stride
+from nucleoseg.models.registry import MODELS, build, encoder_layers, resolve, total_stride
 
-SMALL = {
-    "unet": {"depth": 2, "base_filters": 4},
-    "unet_lite": {"depth": 2},
-    "se_unet": {"depth": 2, "base_filters": 4},
-    "segnet": {"depth": 2, "base_filters": 4},
-    "deeplabv3": {"alpha": 0.35, "aspp_filters": 16, "decoder_filters": 16},
-    "deeplabv3_xception": {"aspp_filters": 16, "decoder_filters": 16},
-}
+SMALL = {name: spec.test_config for name, spec in MODELS.items()}
 
 
-def test_registry_covers_small_configs():
-    assert set(SMALL) == set(MODELS)
+def _all_layers(model):
+    for layer in model.layers:
+        if hasattr(layer, "layers"):
+            yield from _all_layers(layer)
+        else:
+            yield layer
+
+
+def test_registry_entries_are_complete():
+    """Every family has a tiny test instance, a stride rule and encoder layers to freeze."""
     with pytest.raises(ValueError, match="unknown model"):
         resolve("resnet")
+    for name, spec in MODELS.items():
+        assert spec.test_config, f"{name} has no test_config"
+        model = build(name, **spec.test_config)
+        assert encoder_layers(model, name), f"{name}: no encoder layer matches {spec.encoder}"
+        assert len(encoder_layers(model, name)) < len(model.layers)
 
 
+# ---- the shared harness: every registered family runs each of these ----
 @pytest.mark.parametrize("name", list(MODELS))
 def test_build_forward_save_load(name, tmp_path):
     import keras
@@ -26,15 +33,71 @@ def test_build_forward_save_load(name, tmp_path):
     from nucleoseg.models.weights import load_model, save_model
 
     model = build(name, **SMALL[name])
-    x = np.random.default_rng(0).random((1, 64, 64, 3), dtype=np.float32)
+    stride = total_stride(name, **SMALL[name])
+    side = max(64, 2 * stride)
+    x = np.random.default_rng(0).random((1, side, side + stride, 3), dtype=np.float32)
     y = np.asarray(model.predict_on_batch(x))
-    assert y.shape == (1, 64, 64, 2)
+    assert y.shape == (1, side, side + stride, 2)
     assert np.isfinite(y).all() and (y >= 0).all() and (y <= 1).all()
-    path = save_model(model, tmp_path, name, {"architecture": name})
+    path = save_model(model, tmp_path, name, {"architecture": name,
+                                                "inference": {"stride": stride}})
     loaded, card = load_model(path)
-    assert card["sha256"] and card["name"] == name
+    assert card.sha256 and card.name == name and card.inference.stride == stride
     np.testing.assert_allclose(np.asarray(loaded.predict_on_batch(x)), y, atol=1e-5)
     assert isinstance(loaded, keras.Model)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_mixed_precision(name):
+    """bfloat16 compute gives the float32 probabilities within rounding."""
+    import keras
+
+    from nucleoseg.models.precision import with_precision
+
+    keras.utils.set_random_seed(0)
+    model = build(name, **SMALL[name])
+    mixed = with_precision(model, "bfloat16")
+    assert mixed is not model
+    assert "mixed_bfloat16" in {layer.dtype_policy.name for layer in _all_layers(mixed)}
+    # nested backbones are converted too: only inputs and the output head stay float32
+    assert sum(layer.dtype_policy.name == "float32" for layer in _all_layers(mixed)) <= 3
+    assert all(layer.dtype_policy.name == "float32" for layer in _all_layers(model))
+    x = np.random.default_rng(0).random((1, 64, 64, 3), dtype=np.float32)
+    ref = np.asarray(model.predict_on_batch(x))
+    out = np.asarray(mixed.predict_on_batch(x))
+    assert out.dtype == np.float32 and out.shape == ref.shape
+    diff = np.abs(out - ref)
+    # rounding of the activations only; SegNet's pooling switches may flip at near-ties
+    assert diff.mean() < 5e-3 and np.quantile(diff, 0.95) < 0.02 and diff.max() < 0.3
+    assert with_precision(model, "float32") is model
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_fine_tune_step_with_frozen_encoder(name):
+    """One training step with the registry's encoder frozen moves the decoder only."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = build(name, **SMALL[name])
+    frozen = encoder_layers(model, name)
+    for layer in frozen:
+        layer.trainable = False
+    before = {id(w): np.array(w) for layer in model.layers for w in layer.weights}
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="binary_crossentropy")
+    rng = np.random.default_rng(1)
+    x = rng.random((2, 64, 64, 3), dtype=np.float32)
+    y = (rng.random((2, 64, 64, 2)) > 0.5).astype(np.float32)
+    loss = float(np.asarray(model.train_on_batch(x, y)))
+    assert np.isfinite(loss)
+
+    def changed(layers) -> bool:
+        return any(not np.array_equal(before[id(w)], np.array(w))
+                   for layer in layers for w in layer.trainable_weights + layer.weights
+                   if w.trainable)
+
+    assert all(np.array_equal(before[id(w)], np.array(w)) for layer in frozen
+               for w in layer.weights if "moving" not in w.path)
+    assert changed([layer for layer in model.layers if layer not in frozen])
 
 
 def test_total_stride():

@@ -88,8 +88,29 @@ def test_segment_real_image_and_viewer_stays_responsive(make_napari_viewer, qtbo
 
     status = widget._status.value
     assert status.startswith(f"{int(labels.data.max())} nuclei in ") and " s (" in status
-    precision = status.rsplit("(", 1)[1].rstrip(")")
-    assert precision == ("bfloat16" if cpu_has_native_bfloat16() else "float32")
+    used = status.rsplit("(", 1)[1].rstrip(")").split(", ")
+    assert used == ["tensorflow", "CPU", "bfloat16" if cpu_has_native_bfloat16() else "float32"]
+
+
+def test_segment_panel_switches_the_keras_backend(make_napari_viewer, qtbot, he_image):
+    """Issue 16: the panel lists the installed backends; choosing JAX restarts the compute
+    process on JAX and the status says which backend, device and precision ran."""
+    image, _ = he_image
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(image[:256, :256], name="crop")
+    widget = _dock(viewer, "Segment nuclei")
+    assert widget._backend.choices[0] == "auto" and "tensorflow" in widget._backend.choices
+    if "jax" not in widget._backend.choices:
+        pytest.skip("JAX is not installed (the testing extra installs it)")
+    first = widget._compute._proc
+    widget._backend.value = "jax"
+    assert widget._compute.backend == "jax" and widget._compute._proc is not first
+    widget._image.value = layer
+    widget._on_run()
+    qtbot.waitUntil(lambda: "crop nuclei" in viewer.layers, timeout=180_000)
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=10_000)
+    assert viewer.layers["crop nuclei"].data.max() > 0
+    assert "(jax, CPU, " in widget._status.value
 
 
 def test_segment_panel_loads_the_model_before_the_first_click(make_napari_viewer):
@@ -328,7 +349,7 @@ def test_slide_opens_lazily_and_segments_blockwise_and_in_view(make_napari_viewe
     from _helpers import synthetic_nuclei
     from nucleoseg._widgets.segment import VIEW
     from nucleoseg.inference.wsi import read_labels_store
-    from nucleoseg.io.wsi import write_pyramid_tiff
+    from nucleoseg.io.images import write_pyramid_tiff
     from nucleoseg.models.weights import user_dir
 
     img, _ = synthetic_nuclei((1100, 1300), n=200, seed=1)

@@ -106,6 +106,13 @@ def model_choices(*_: Any) -> list[tuple[str, str]]:
     return out
 
 
+def installed_backends(*_: Any) -> list[str]:
+    """``auto`` and the Keras backends installed here (found without importing them)."""
+    from ..backend import BACKENDS, installed
+
+    return ["auto", *(b for b in BACKENDS[1:] if installed(b))]
+
+
 def notify_error(exc: BaseException) -> None:
     """Show an error as a napari notification with one clear sentence."""
     from napari.utils.notifications import show_error

@@ -19,6 +19,7 @@ from magicgui.widgets import (
 
 import napari
 
+from ..models.card import FineTuneSettings, setting_widget_options
 from ._common import ComputeWidget, image_layer_to_rgb, model_choices, notify_error
 
 
@@ -46,14 +47,21 @@ class FineTuneWidget(ComputeWidget):
         self._in_view = CheckBox(text="only the part in view", value=False)
         self._base = ComboBox(label="start from", choices=model_choices)
         self._name = LineEdit(label="new model name", value="my_model")
-        self._epochs = SpinBox(label="epochs", min=1, max=500, value=5)
-        self._steps = SpinBox(label="steps / epoch", min=1, max=1000, value=20)
-        self._lr = FloatSpinBox(label="learning rate", min=1e-6, max=1e-2, step=1e-5,
-                                value=1e-4)
+        # the fields and their defaults come from FineTuneSettings, as the CLI's flags do
+        self._epochs = SpinBox(**setting_widget_options(FineTuneSettings, "epochs"))
+        self._steps = SpinBox(**setting_widget_options(FineTuneSettings, "steps_per_epoch"))
+        self._lr = FloatSpinBox(**setting_widget_options(FineTuneSettings, "learning_rate"))
         self._lr.native.setDecimals(6)
-        # unfrozen by default: better for every shipped model in the tester's measurements
-        # (+0.02-0.04 AJI), and what fine_tune() and the CLI default to
-        self._freeze = CheckBox(text="freeze encoder", value=False)
+        freeze = setting_widget_options(FineTuneSettings, "freeze_encoder")
+        self._freeze = CheckBox(text="freeze encoder", value=freeze["value"],
+                                tooltip=freeze["tooltip"])
+        self._keep = CheckBox(
+            text="keep these corrections for later rounds", value=False,
+            tooltip="stores the image and labels beside the new model (your user folder), so "
+                    "the next round can learn from them again")
+        self._previous = CheckBox(
+            text="also learn from earlier rounds' corrections", value=True,
+            tooltip="when the model you start from kept its corrections")
         self._run = PushButton(text="Fine-tune")
         self._cancel = PushButton(text="Cancel", enabled=False)
         self._progress = ProgressBar(label="progress", value=0, max=1)
@@ -61,7 +69,8 @@ class FineTuneWidget(ComputeWidget):
         self._status.native.setWordWrap(True)
         self._status.native.setMinimumWidth(10)
         self.extend([self._image, self._labels, self._roi, self._in_view, self._base, self._name,
-                     self._epochs, self._steps, self._lr, self._freeze, self._run,
+                     self._epochs, self._steps, self._lr, self._freeze, self._keep,
+                     self._previous, self._run,
                      self._cancel, self._progress, self._status])
         self._history: dict[str, list[float]] = _empty_history()
         self._make_plot()
@@ -140,6 +149,7 @@ class FineTuneWidget(ComputeWidget):
 
         base, epochs, steps = self._base.value, self._epochs.value, self._steps.value
         lr, freeze = float(self._lr.value), bool(self._freeze.value)
+        keep, previous = bool(self._keep.value), bool(self._previous.value)
         self._history = _empty_history()
         self._progress.max = epochs * steps
         self._progress.value = 0
@@ -149,7 +159,8 @@ class FineTuneWidget(ComputeWidget):
         def work():
             return (yield from compute.run(
                 "fine_tune", base=base, pairs=pairs, name=name, epochs=epochs,
-                steps_per_epoch=steps, learning_rate=lr, freeze_encoder=freeze))
+                steps_per_epoch=steps, learning_rate=lr, freeze_encoder=freeze,
+                keep_corrections=keep, previous_corrections=previous))
 
         worker = work()
         worker.yielded.connect(self._on_progress)

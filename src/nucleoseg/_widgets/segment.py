@@ -18,9 +18,11 @@ from magicgui.widgets import (
 import napari
 
 from ..inference.predict import Cancelled
+from ..models.card import InferenceSettings, PostprocessParams, setting_widget_options
 from ._common import (
     ComputeWidget,
     image_layer_to_rgb,
+    installed_backends,
     model_choices,
     notify_error,
     slide_path,
@@ -42,16 +44,21 @@ class SegmentWidget(ComputeWidget):
         self._image = create_widget(annotation="napari.layers.Image", label="image")
         self._model = ComboBox(label="model", choices=model_choices)
         self._device = ComboBox(label="device", choices=["auto", "CPU", "GPU"], value="auto")
+        self._backend = ComboBox(
+            label="backend", choices=installed_backends(), value="auto",
+            tooltip="Keras backend of the compute process: auto = a GPU-capable backend that "
+                    "sees a GPU, else TensorFlow on the CPU (switching restarts the process)")
         self._region = ComboBox(label="region", choices=[WHOLE, VIEW], value=WHOLE,
                                 tooltip="whole image: slides are segmented block-wise into a "
                                         "zarr store beside the file; current view: only "
                                         "the part on screen, at full resolution")
-        self._tile = SpinBox(label="tile size", min=64, max=4096, step=64, value=512)
+        # the fields come from the model card's settings: one place for bounds and help
+        self._tile = SpinBox(**{**setting_widget_options(InferenceSettings, "tile"),
+                                "label": "tile size", "max": 4096})
         self._advanced = CheckBox(text="advanced options", value=False)
-        self._threshold = FloatSpinBox(label="threshold", min=0.0, max=1.0, step=0.05,
-                                       value=0.5)
-        self._min_size = SpinBox(label="min size (px)", min=0, max=10_000, value=16)
-        self._halo = SpinBox(label="halo (px)", min=0, max=512, step=16, value=32)
+        self._threshold = FloatSpinBox(**setting_widget_options(PostprocessParams, "threshold"))
+        self._min_size = SpinBox(**setting_widget_options(PostprocessParams, "min_size"))
+        self._halo = SpinBox(**setting_widget_options(InferenceSettings, "halo"))
         self._precision = ComboBox(
             label="precision", choices=["auto", "float32", "bfloat16"], value="auto",
             tooltip="auto: bfloat16 on CPUs that compute it natively (about 1.7x faster, "
@@ -66,7 +73,8 @@ class SegmentWidget(ComputeWidget):
         self._status = Label(value="")
         self._status.native.setWordWrap(True)  # a long model description must not widen
         self._status.native.setMinimumWidth(10)  # the panel past the window
-        self.extend([self._image, self._model, self._device, self._region, self._tile,
+        self.extend([self._image, self._model, self._device, self._backend, self._region,
+                     self._tile,
                      self._advanced,
                      *self._advanced_widgets, self._run, self._cancel, self._progress,
                      self._status])
@@ -75,6 +83,7 @@ class SegmentWidget(ComputeWidget):
         self._advanced.changed.connect(self._on_advanced)
         self._model.changed.connect(self._on_model)
         self._precision.changed.connect(self._prepare)
+        self._backend.changed.connect(self._on_backend)
         self._image.changed.connect(self._prepare)
         self._run.clicked.connect(self._on_run)
         self._cancel.clicked.connect(self._on_cancel)
@@ -93,6 +102,14 @@ class SegmentWidget(ComputeWidget):
         self._watcher = QFileSystemWatcher([str(folder)], self.native)
         self._watcher.directoryChanged.connect(lambda *_: self._model.reset_choices())
 
+    def _on_backend(self, *_) -> None:
+        try:
+            self._compute.set_backend(str(self._backend.value))
+        except Exception as exc:  # a run in flight: keep the current backend
+            notify_error(exc)
+            return
+        self._prepare()
+
     def _on_advanced(self, value: bool = False) -> None:
         for w in self._advanced_widgets:
             w.visible = bool(self._advanced.value)
@@ -109,13 +126,13 @@ class SegmentWidget(ComputeWidget):
         except Exception as exc:  # unreadable card: say so, keep the widget usable
             self._status.value = str(exc)
             return
-        inf, pp = card.get("inference", {}), card.get("postprocess", {})
-        self._tile.value = int(inf.get("tile", 512))
-        self._halo.value = int(inf.get("halo", 32))
-        self._threshold.value = float(pp.get("threshold", 0.5))
-        self._min_size.value = int(pp.get("min_size", 16))
-        test = card.get("test") or card.get("validation")
-        self._status.value = (f"{card.get('description', '')}; Dice {test['dice']:.3f}, "
+        for widget, value in ((self._tile, card.inference.tile),
+                              (self._halo, card.inference.halo),
+                              (self._threshold, card.postprocess.threshold),
+                              (self._min_size, card.postprocess.min_size)):
+            widget.value = min(max(value, widget.min), widget.max)
+        test = card.scores
+        self._status.value = (f"{card.description}; Dice {test['dice']:.3f}, "
                               f"AJI {test['aji']:.3f}" if test else "")
         self._prepare()
 
@@ -214,7 +231,7 @@ class SegmentWidget(ComputeWidget):
                                                                 transform))
 
     def _on_slide_done(self, summary: dict, name: str, transform: dict) -> None:
-        from ..inference.wsi import read_labels_store
+        from ..io.labels_store import read_labels_store
 
         store = read_labels_store(summary["out"])
         levels = store["levels"]
@@ -265,7 +282,8 @@ class SegmentWidget(ComputeWidget):
             self._viewer.add_labels(labels, name=name, **transform)
         seconds = time.perf_counter() - self._started
         self._status.value = (f"{int(labels.max())} nuclei in {seconds:.1f} s "
-                              f"({result['precision']})")
+                              f"({result.get('backend', '')}, {result.get('device', '')}, "
+                              f"{result['precision']})")
 
     def _on_error(self, exc: BaseException) -> None:
         if isinstance(exc, Cancelled):

@@ -9,23 +9,9 @@ own id; objects smaller than ``min_size`` pixels are dropped; holes are filled.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import numpy as np
 
-
-@dataclass
-class PostprocessParams:
-    """Parameters of :func:`probabilities_to_labels` (stored in each model card)."""
-
-    threshold: float = 0.5
-    interior_threshold: float = 0.5
-    min_size: int = 16
-    min_marker_size: int = 4
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
+from ..models.card import PostprocessParams  # noqa: F401  (its home is the model card)
 
 #: A pixel whose brightest channel is at most this is scanner fill (black), never a nucleus.
 FILL_MAX = 15

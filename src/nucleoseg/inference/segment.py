@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from ..models.card import InferenceSettings, ModelCard
 from .postprocess import PostprocessParams, probabilities_to_labels, suppress_fill
 from .predict import Progress, predict_tiled
 
@@ -26,8 +27,8 @@ class Segmenter:
         Tiling (see :func:`nucleoseg.inference.tiling.fit_grid`).
     params : PostprocessParams
         Thresholds and sizes for :func:`probabilities_to_labels`.
-    card : dict
-        The model card it was loaded with (empty for a fresh model).
+    card : ModelCard
+        The model card it was loaded with (all defaults for a fresh model).
     precision : str
         What ``model`` computes in: ``float32``, ``bfloat16`` or ``float16`` (see
         :mod:`nucleoseg.models.precision`).
@@ -37,12 +38,12 @@ class Segmenter:
     """
 
     model: Any
-    stride: int = 16
-    tile: int = 512
-    halo: int = 32
-    batch_size: int = 4
+    stride: int = InferenceSettings.stride
+    tile: int = InferenceSettings.tile
+    halo: int = InferenceSettings.halo
+    batch_size: int = InferenceSettings.batch_size
     params: PostprocessParams = field(default_factory=PostprocessParams)
-    card: dict = field(default_factory=dict)
+    card: ModelCard = field(default_factory=ModelCard)
     precision: str = "float32"
     tta: bool = False
 
@@ -66,31 +67,27 @@ class Segmenter:
         return seg
 
     @classmethod
-    def from_card(cls, model: Any, card: dict, **overrides: Any) -> Segmenter:
+    def from_card(cls, model: Any, card: ModelCard | dict, **overrides: Any) -> Segmenter:
         """A segmenter with the card's settings, then ``overrides`` (see :meth:`update`)."""
-        inf = card.get("inference", {})
-        seg = cls(
-            model=model,
-            stride=int(inf.get("stride", 16)),
-            tile=int(inf.get("tile", 512)),
-            halo=int(inf.get("halo", 32)),
-            batch_size=int(inf.get("batch_size", 4)),
-            params=PostprocessParams(**card.get("postprocess", {})),
-            card=card,
-        )
+        card = ModelCard.coerce(card)
+        inf = card.inference
+        seg = cls(model=model, stride=inf.stride, tile=inf.tile, halo=inf.halo,
+                  batch_size=inf.batch_size, params=card.postprocess.replace(), card=card)
         seg.update(**overrides)
         return seg
 
     def update(self, **settings: Any) -> None:
         """Change ``tile``, ``halo``, ``batch_size`` or any :class:`PostprocessParams` field;
-        ``None`` values are ignored."""
+        ``None`` values are ignored; values are checked against the settings' bounds
+        (:class:`~nucleoseg.models.card.CardError`, a ``ValueError``)."""
         for key, value in settings.items():
             if value is None:
                 continue
             if key in PostprocessParams.__dataclass_fields__:
-                setattr(self.params, key, type(getattr(self.params, key))(value))
+                self.params = self.params.replace(**{key: value})
             elif key in ("tile", "halo", "batch_size"):
-                setattr(self, key, int(value))
+                checked = InferenceSettings(**{key: value})
+                setattr(self, key, getattr(checked, key))
             elif key == "tta":
                 self.tta = bool(value)
             else:

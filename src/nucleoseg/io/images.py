@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -43,12 +44,18 @@ def available_memory() -> int | None:
     return None
 
 
+def fits_in_memory(shape: tuple[int, ...]) -> bool:
+    """Whether segmenting an image of ``shape`` in memory fits the memory available now."""
+    have = available_memory()
+    return have is None or int(shape[0]) * int(shape[1]) * BYTES_PER_PIXEL <= have
+
+
 def check_memory(shape: tuple[int, ...], name: str) -> None:
     """Refuse, before any pixel is decoded, an image whose in-memory segmentation would need
     more memory than is available (the message points at the block-wise path)."""
     need = int(shape[0]) * int(shape[1]) * BYTES_PER_PIXEL
     have = available_memory()
-    if have is not None and need > have:
+    if not fits_in_memory(shape):
         raise ImageError(
             f"{name} has {shape[0]}x{shape[1]} pixels: segmenting it in memory needs about "
             f"{need / 1e9:.1f} GB, {have / 1e9:.1f} GB are available; segment it block-wise "
@@ -257,3 +264,31 @@ def open_image(path: str | Path) -> np.ndarray:
     p = Path(path)
     check_memory(_read(p, decode=False)[0], p.name)  # before any pixel is decoded
     return to_rgb_uint8(read_array(p), name=p.name)
+
+
+def write_pyramid_tiff(
+    path: str | Path, image: np.ndarray, mpp: float | None = 0.25, levels: int = 3,
+    tile: int = 256, compression: str | None = "zlib",
+) -> Path:
+    """Write an RGB image as a tiled, pyramidal OME-TIFF (sub-IFDs, factor 2 per level).
+
+    Used by the tests and benchmarks to make slides; also handy to turn a large plain TIFF
+    into one napari can browse quickly. ``mpp`` defaults to 0.25 µm per pixel (40x).
+    """
+    import tifffile
+
+    p = Path(path)
+    kwargs: dict[str, Any] = {"tile": (tile, tile), "compression": compression,
+                              "photometric": "rgb"}
+    meta: dict[str, Any] = {"axes": "YXS"}
+    extra: dict[str, Any] = {}
+    if mpp:
+        meta.update(PhysicalSizeX=mpp, PhysicalSizeY=mpp)
+        extra = {"resolution": (1e4 / mpp, 1e4 / mpp), "resolutionunit": "CENTIMETER"}
+    with tifffile.TiffWriter(p, bigtiff=True, ome=True) as tw:
+        tw.write(image, subifds=levels - 1, metadata=meta, **extra, **kwargs)
+        level = image
+        for _ in range(levels - 1):
+            level = level[::2, ::2]
+            tw.write(level, subfiletype=1, **kwargs)
+    return p

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .images import ImageError
+from .images import ImageError, fits_in_memory
 
 #: Resolution of the MoNuSeg training tiles (40x), µm per pixel.
 MONUSEG_MPP = 0.25
@@ -119,8 +119,9 @@ def as_rgb8(region: np.ndarray, name: str = "slide") -> np.ndarray:
 
 
 def is_slide(path: str | Path) -> bool:
-    """True for inputs that need the block-wise path: ``.svs``/``.zarr``, TIFF pyramids and
-    images of more than :data:`SLIDE_MIN_PIXELS` pixels."""
+    """True for inputs that need the block-wise path: ``.svs``/``.zarr``, TIFF pyramids, and
+    TIFFs of more than :data:`SLIDE_MIN_PIXELS` pixels or too large to segment in the memory
+    available now (:func:`~nucleoseg.io.images.fits_in_memory`)."""
     p = Path(path)
     suffix = p.suffix.lower()
     if suffix in (".svs", ".ndpi", ".scn", ".zarr"):
@@ -134,7 +135,8 @@ def is_slide(path: str | Path) -> bool:
             series = tif.series[0]
             shape = series.levels[0].shape
             hw = _yx(series.levels[0].axes, shape)
-            return len(series.levels) > 1 or hw[0] * hw[1] > SLIDE_MIN_PIXELS
+            return (len(series.levels) > 1 or hw[0] * hw[1] > SLIDE_MIN_PIXELS
+                    or not fits_in_memory(hw))
     except Exception:
         return False
 
@@ -378,74 +380,3 @@ def working_resolution(slide: Slide, target_mpp: float = MONUSEG_MPP,
     if 1 / tolerance <= ratio <= tolerance:
         return best, 1.0
     return best, ratio
-
-
-def tissue_mask(slide: Slide, max_side: int = 2048) -> tuple[np.ndarray, float]:
-    """A coarse tissue mask from a low pyramid level.
-
-    Tissue is where colour saturation exceeds ``min(Otsu, 0.1)`` or the pixel is darker than
-    200 (white glass background is bright and grey), except black scanner fill (every
-    channel at most 15); the mask is dilated by two pixels.
-    Returns ``(mask, downsample)``: mask pixel ``(i, j)`` covers level-0 pixels
-    ``[i * d, (i + 1) * d)``.
-    """
-    from scipy import ndimage as ndi
-    from skimage.filters import threshold_otsu
-
-    level = len(slide.levels) - 1
-    for k in range(len(slide.levels)):
-        if max(slide.level_shape(k)) <= max_side:
-            level = k
-            break
-    h, w = slide.level_shape(level)
-    step = max(1, math.ceil(max(h, w) / max_side))
-    rgb = _strided(slide, level, step)
-    d = slide.downsample(level) * step
-    rgbf = rgb.astype(np.float32)
-    mx, mn = rgbf.max(-1), rgbf.min(-1)
-    sat = (mx - mn) / np.maximum(mx, 1)
-    try:
-        thr = min(float(threshold_otsu(sat)), 0.1)
-    except ValueError:
-        thr = 0.1
-    mask = ((sat > thr) | (rgbf.mean(-1) < 200)) & (mx > 15)
-    mask = ndi.binary_dilation(mask, iterations=2)
-    return mask, d
-
-
-def _strided(slide: Slide, level: int, step: int) -> np.ndarray:
-    """Every ``step``-th pixel of a level, read in row bands to bound memory."""
-    h, w = slide.level_shape(level)
-    band = max(step, (4096 // step) * step)
-    parts = []
-    for r in range(0, h, band):
-        parts.append(slide.read(level, (r, min(r + band, h)), (0, w))[::step, ::step])
-    return np.concatenate(parts, axis=0)
-
-
-def write_pyramid_tiff(
-    path: str | Path, image: np.ndarray, mpp: float | None = MONUSEG_MPP, levels: int = 3,
-    tile: int = 256, compression: str | None = "zlib",
-) -> Path:
-    """Write an RGB image as a tiled, pyramidal OME-TIFF (sub-IFDs, factor 2 per level).
-
-    Used by the tests and benchmarks to make slides; also handy to turn a large plain TIFF
-    into one napari can browse quickly.
-    """
-    import tifffile
-
-    p = Path(path)
-    kwargs: dict[str, Any] = {"tile": (tile, tile), "compression": compression,
-                              "photometric": "rgb"}
-    meta: dict[str, Any] = {"axes": "YXS"}
-    extra: dict[str, Any] = {}
-    if mpp:
-        meta.update(PhysicalSizeX=mpp, PhysicalSizeY=mpp)
-        extra = {"resolution": (1e4 / mpp, 1e4 / mpp), "resolutionunit": "CENTIMETER"}
-    with tifffile.TiffWriter(p, bigtiff=True, ome=True) as tw:
-        tw.write(image, subifds=levels - 1, metadata=meta, **extra, **kwargs)
-        level = image
-        for _ in range(levels - 1):
-            level = level[::2, ::2]
-            tw.write(level, subfiletype=1, **kwargs)
-    return p

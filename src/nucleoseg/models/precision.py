@@ -46,7 +46,7 @@ def _accelerator_present() -> bool:
     return any(not d.lower().startswith("cpu") for d in devices)
 
 
-def resolve_precision(precision: str = "auto", card: dict | None = None) -> str:
+def resolve_precision(precision: str = "auto", card: Any = None) -> str:
     """``"auto"`` to the precision this machine runs best; other values checked and returned.
 
     A model card can opt out of bfloat16 on the CPU with ``inference.cpu_bfloat16: false``
@@ -61,7 +61,9 @@ def resolve_precision(precision: str = "auto", card: dict | None = None) -> str:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     if precision != "auto":
         return precision
-    wanted = (card or {}).get("inference", {}).get("cpu_bfloat16", True)
+    from .card import ModelCard
+
+    wanted = ModelCard.coerce(card).inference.cpu_bfloat16
     if wanted and cpu_has_native_bfloat16() and not _accelerator_present():
         return "bfloat16"
     return "float32"
@@ -81,8 +83,9 @@ def with_precision(model: Any, precision: str) -> Any:
         return model
     import keras
 
-    from . import blocks, segnet  # noqa: F401  (register custom layers)
+    from .registry import register_custom_layers
 
+    register_custom_layers()
     policy = {"module": "keras", "class_name": "DTypePolicy",
               "config": {"name": POLICIES[precision]}, "registered_name": None}
     outputs = {t._keras_history[0].name for t in model.outputs}

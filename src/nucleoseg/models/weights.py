@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-CARD_VERSION = 1
+from .card import CARD_VERSION, CardError, ModelCard
 
 
 class WeightsError(RuntimeError):
@@ -66,7 +66,8 @@ def sha256(path: str | Path) -> str:
 
 
 def available_models() -> list[dict[str, Any]]:
-    """Every loadable model: ``{"name", "path", "source" ("shipped"|"user"), "card"}``.
+    """Every loadable model: ``{"name", "path", "source" ("shipped"|"user"), "card"}``
+    (``card`` a :class:`~nucleoseg.models.card.ModelCard`; unreadable cards are left out).
 
     Shipped models come first, in the registry's order; user models follow by name.
     """
@@ -83,8 +84,8 @@ def available_models() -> list[dict[str, Any]]:
             if not model_path.is_file():
                 continue
             try:
-                card = json.loads(card_path.read_text())
-            except (OSError, ValueError):
+                card = ModelCard.from_dict(json.loads(card_path.read_text()))
+            except (OSError, ValueError):  # CardError is a ValueError
                 continue
             entries.append({"name": card_path.stem, "path": model_path, "source": source,
                             "card": card})
@@ -112,15 +113,21 @@ def resolve_model_path(name_or_path: str | Path) -> Path:
     raise WeightsError(f"no trained model named {name_or_path!r} (available: {names})")
 
 
-def read_card(model_path: str | Path) -> dict[str, Any]:
-    """The model card beside a ``.keras`` file."""
+def read_card(model_path: str | Path) -> ModelCard:
+    """The model card beside a ``.keras`` file (any card version, migrated)."""
     card_path = Path(model_path).with_suffix(".json")
     if not card_path.is_file():
         raise WeightsError(f"model card missing: {card_path}")
     try:
-        return json.loads(card_path.read_text())
+        data = json.loads(card_path.read_text())
     except ValueError as exc:
         raise WeightsError(f"model card {card_path.name} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise WeightsError(f"model card {card_path.name} is not a JSON object")
+    try:
+        return ModelCard.from_dict(data)
+    except CardError as exc:
+        raise WeightsError(f"model card {card_path.name}: {exc}") from None
 
 
 def load_model(name_or_path: str | Path, verify: bool = True):
@@ -135,7 +142,7 @@ def load_model(name_or_path: str | Path, verify: bool = True):
 
     Returns
     -------
-    (keras.Model, dict)
+    (keras.Model, ModelCard)
         The model (loaded with ``safe_mode=True``, not compiled) and its card.
 
     Raises
@@ -146,7 +153,7 @@ def load_model(name_or_path: str | Path, verify: bool = True):
     path = resolve_model_path(name_or_path)
     card = read_card(path)
     if verify:
-        expected = card.get("sha256")
+        expected = card.sha256
         if not expected:
             raise WeightsError(
                 f"{path.with_suffix('.json').name} has no sha256: refusing to load an "
@@ -160,8 +167,9 @@ def load_model(name_or_path: str | Path, verify: bool = True):
             )
     import keras
 
-    from . import blocks, segnet  # noqa: F401  (register custom layers)
+    from .registry import register_custom_layers
 
+    register_custom_layers()
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as exc:
@@ -198,11 +206,13 @@ def check_model_name(name: str) -> str:
     return name
 
 
-def save_model(model, directory: str | Path, name: str, card: dict[str, Any]) -> Path:
+def save_model(model, directory: str | Path, name: str, card: ModelCard | dict[str, Any]
+               ) -> Path:
     """Save ``model`` as ``directory/name.keras`` with its card, both atomically.
 
-    The card gets ``name``, ``card_version`` and the file's ``sha256``. Refuses to write into
-    the shipped weights folder.
+    The card (a :class:`ModelCard` or a card dict, checked) gets ``name``, the current
+    ``card_version`` and the file's ``sha256``. Refuses to write into the shipped weights
+    folder.
 
     Returns
     -------
@@ -214,13 +224,17 @@ def save_model(model, directory: str | Path, name: str, card: dict[str, Any]) ->
     directory = Path(directory)
     check_not_shipped(directory)
     check_model_name(name)
+    try:
+        card = ModelCard.coerce(card)
+    except CardError as exc:
+        raise WeightsError(f"model card: {exc}") from None
     directory.mkdir(parents=True, exist_ok=True)
     model_path = directory / f"{name}.keras"
     bare = _without_optimizer(model)
     atomic_write(model_path, lambda p: bare.save(p))
-    card = {**card, "name": name, "card_version": CARD_VERSION, "sha256": sha256(model_path)}
+    card = card.replace(name=name, card_version=CARD_VERSION, sha256=sha256(model_path))
     atomic_write_bytes(model_path.with_suffix(".json"),
-                       (json.dumps(card, indent=2, sort_keys=False) + "\n").encode())
+                       (json.dumps(card.to_dict(), indent=2) + "\n").encode())
     return model_path
 
 
@@ -234,8 +248,9 @@ def _without_optimizer(model):
         return model
     import keras
 
-    from . import blocks, segnet  # noqa: F401  (register custom layers)
+    from .registry import register_custom_layers
 
+    register_custom_layers()
     bare = keras.Model.from_config(model.get_config())
     bare.set_weights(model.get_weights())
     return bare

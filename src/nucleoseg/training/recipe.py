@@ -27,6 +27,7 @@ from ..evaluation.metrics import Counts, counts
 from ..inference.postprocess import PostprocessParams, probabilities_to_labels
 from ..inference.predict import predict_tiled, run
 from ..io.datasets import list_tiles
+from ..models.card import InferenceSettings
 from .data import STRONG_AUGMENTATION, Augmentation, PatchSampler, grid_patches, make_targets
 
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
@@ -99,10 +100,7 @@ def select_postprocess(
     scores = score_all(grid)
     k = int(np.argmax([selection_score(s) for s in scores]))
     best, best_s = grid[k], scores[k]
-    sizes = [PostprocessParams(threshold=best.threshold,
-                               interior_threshold=best.interior_threshold, min_size=m,
-                               min_marker_size=best.min_marker_size)
-             for m in MIN_SIZES if m != best.min_size]
+    sizes = [best.replace(min_size=m) for m in MIN_SIZES if m != best.min_size]
     for p, s in zip(sizes, score_all(sizes), strict=True):
         if selection_score(s) > selection_score(best_s):
             best, best_s = p, s
@@ -144,8 +142,8 @@ def train_recipe(
     patch: int = 256,
     seed: int = 0,
     config: dict[str, Any] | None = None,
-    tile: int = 1280,
-    halo: int = 64,
+    tile: int | None = None,
+    halo: int | None = None,
     workers: int = 1,
     jit_compile: bool | str = "auto",
     time_budget: float | None = None,
@@ -207,11 +205,13 @@ def train_recipe(
     validation = (np.concatenate(vx), np.concatenate(vy))
 
     keras.utils.set_random_seed(seed)
-    inference = {"stride": None, "tile": tile, "halo": halo, "batch_size": 2}
+    inference = InferenceSettings().replace(tile=tile, halo=halo)
     if init is not None and Path(init).suffix == ".keras" and \
             not Path(init).with_suffix(".json").is_file():
         # a checkpoint of a stopped run (no card): resume it; the architecture is model_name
-        from ..models import blocks, segnet  # noqa: F401  (register custom layers)
+        from ..models.registry import register_custom_layers
+
+        register_custom_layers()
 
         saved = keras.saving.load_model(init, compile=False, safe_mode=True)
         model = build(model_name, **config)  # float32, whatever policy the checkpoint had
@@ -220,14 +220,15 @@ def train_recipe(
     elif init is not None:
         model, init_card = load_model(init)
         # the starting model's measured tiling and precision choices stay with it
-        inference.update(init_card.get("inference", {}))
-        tile, halo = int(inference["tile"]), int(inference["halo"])
-        model_name = init_card.get("architecture", model_name)
-        config = {**init_card.get("config", {}), **config}
+        inference = init_card.inference.replace(tile=tile, halo=halo)
+        model_name = init_card.architecture or model_name
+        config = {**init_card.config, **config}
     else:
         model = build(model_name, **config)
     spec = resolve(model_name)
     stride = total_stride(model_name, **config)
+    inference = inference.replace(stride=stride)
+    tile, halo = inference.tile, inference.halo
     out_dir = Path(out_dir)
     ckpt = out_dir / f".{save_name}.checkpoint.keras"
     fit_model = with_precision(model, precision) if precision != "float32" else model
@@ -236,7 +237,8 @@ def train_recipe(
         log(f"epoch {epoch + 1}/{epochs} loss {logs.get('loss', float('nan')):.4f} "
             f"val_loss {logs.get('val_loss', float('nan')):.4f} "
             f"val_dice {logs.get('val_nucleus_dice', float('nan')):.4f} "
-            f"lr {float(logs.get('learning_rate', 0)):.1e} ({time.perf_counter() - t0:.0f}s)")
+            + (f"lr {float(logs['learning_rate']):.1e} " if "learning_rate" in logs else "")
+            + f"({time.perf_counter() - t0:.0f}s)")
 
     result = train(
         fit_model, sampler, validation, epochs=epochs, steps_per_epoch=steps_per_epoch,
@@ -277,7 +279,7 @@ def train_recipe(
         "parameters": int(model.count_params()),
         "outputs": ["nucleus", "interior"],
         "input": {"layout": "(B, H, W, 3) RGB", "normalization": "uint8 / 255 -> [0, 1]"},
-        "inference": {**inference, "stride": stride},
+        "inference": inference.to_dict(),
         "postprocess": params.to_dict(),
         "training": {
             "datasets": datasets,
