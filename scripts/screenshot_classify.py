@@ -39,7 +39,7 @@ def main(out: Path) -> None:
     image = viewer.add_image(tile.image(), name=tile.name)
     labels = viewer.add_labels(tifffile.imread(labels_path), name=f"{tile.name} nuclei")
     _, w = viewer.window.add_plugin_dock_widget(PLUGIN, "Classify nuclei")
-    w._image.value, w._labels.value = image, labels
+    w._image.value, w._labels_layer.value = image, labels
     w._saved.value = next(v for v in w._saved.choices if "consep_types" in str(v))
     w._mpp.value = 0.25
     w._on_apply()

@@ -49,7 +49,7 @@ def main(out: Path) -> None:
     roi = viewer.add_shapes([[[100, 100], [100, 612], [612, 612], [612, 100]]],
                             shape_type="rectangle", edge_color="yellow", face_color="transparent",
                             edge_width=4, name="training region")
-    ft._labels.value = corrected
+    ft._labels_layer.value = corrected
     ft._roi.value = roi
     ft._name.value = "unet_my_slides"
     ft._epochs.value, ft._steps.value = 3, 6

@@ -164,6 +164,9 @@ def test_two_slides_at_once_in_one_process_do_not_interfere(tmp_path, threshold_
         labels = np.asarray(read_labels_store(tmp_path / f"{key}.zarr")["levels"][0][:])
         np.testing.assert_array_equal(labels, alone[key])
     assert alone["a"].max() > 0
+    from nucleoseg.inference import slide_stages
+
+    assert not slide_stages._RUNS  # finished runs hold no model and no open slide file
 
 
 def test_slide_smaller_than_a_block_and_a_tile(tmp_path, tiny_unet_path):

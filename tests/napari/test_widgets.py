@@ -178,7 +178,7 @@ def test_finetune_saves_user_model_that_segment_lists(make_napari_viewer, qtbot,
     ft._base.value = str(folder / "tiny.keras")
     ft._name.value = "tiny_ft"
     ft._epochs.value, ft._steps.value = 1, 2
-    ft._labels.value = corrected
+    ft._labels_layer.value = corrected
     before = corrected.data.copy()
     ft._on_run()
     qtbot.waitUntil(lambda: ft._worker is None, timeout=120_000)
@@ -296,7 +296,7 @@ def test_finetune_region_choices(make_napari_viewer, qtbot, he_image):
     viewer.add_image(image, name="img")
     lab = viewer.add_labels(labels.astype(np.int32), name="lab")
     ft = _dock(viewer, "Fine-tune model")
-    ft._labels.value = lab
+    ft._labels_layer.value = lab
     (whole_img, whole_lab), = ft._pairs()
     assert whole_lab.shape == labels.shape
     viewer.camera.center = (labels.shape[0] / 4, labels.shape[1] / 4)
@@ -446,7 +446,7 @@ def test_classify_panel_trains_from_marks_and_fills_features(make_napari_viewer,
     image = viewer.add_image(img, name="he", scale=(0.5, 0.5))
     labels = viewer.add_labels(lab, name="nuclei", scale=(0.5, 0.5))
     w = _dock(viewer, "Classify nuclei")
-    w._image.value, w._labels.value = image, labels
+    w._image.value, w._labels_layer.value = image, labels
     w._names.value = "round, long"
     w._on_marks()
     marks = viewer.layers["class marks"]
@@ -489,11 +489,11 @@ def test_classify_panel_clear_messages(make_napari_viewer):
     image = viewer.add_image(img, name="he")
     labels = viewer.add_labels(lab, name="nuclei")
     w = _dock(viewer, "Classify nuclei")
-    w._image.value, w._labels.value = image, labels
+    w._image.value, w._labels_layer.value = image, labels
     w._on_train()
     assert any("mark a few nuclei" in m for m in _errors())
     other = viewer.add_labels(lab[:100], name="small")
-    w._labels.value = other
+    w._labels_layer.value = other
     w._on_apply()
     assert any("differ in size" in m for m in _errors())
 
@@ -585,3 +585,27 @@ def test_a_script_without_main_guard_starts_the_compute_process_once(tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     assert "child" in res.stdout
     assert marker.read_text().count("ran") == 1
+
+
+def test_every_panel_shows_its_field_labels_and_several_fit_the_window(make_napari_viewer):
+    """Issue 19 items 14/17: each field has its label (a panel attribute must not shadow
+    magicgui's ``_labels`` switch), and Segment, Fine-tune and Evaluate docked together
+    keep napari's default window height: the compute panels scroll inside their docks."""
+    from qtpy.QtWidgets import QApplication, QScrollArea
+
+    viewer = make_napari_viewer(show=True)
+    window = viewer.window._qt_window
+    height = window.height()
+    panels = {}
+    for name in ("Segment nuclei", "Fine-tune model", "Classify nuclei",
+                 "Evaluate segmentation"):
+        panels[name] = _dock(viewer, name)
+        QApplication.processEvents()
+    for name, panel in panels.items():
+        assert panel.labels is True, name
+        first = next(w for w in panel if w.label)
+        assert first._labeled_widget() is not None, f"{name}: no label column"
+    for name in ("Segment nuclei", "Fine-tune model", "Classify nuclei"):
+        assert isinstance(panels[name].native, QScrollArea), name
+    assert window.height() <= max(height, 700)
+    assert viewer.window._qt_viewer.canvas.native.width() > 300  # the canvas keeps its room

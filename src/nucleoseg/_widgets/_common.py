@@ -126,7 +126,25 @@ def notify_error(exc: BaseException) -> None:
         show_error(f"{type(exc).__name__}: {exc}")
 
 
-class ComputeWidget(Container):
+class Panel(Container):
+    """A dock panel that scrolls: napari docks ``native``, here the scroll area around the
+    fields, so several panels docked at once keep the window within the screen."""
+
+    def __init__(self) -> None:
+        super().__init__(scrollable=True)
+
+    @property
+    def native(self):
+        """The scroll area (what napari docks; magicgui's ``native`` is the inner widget)."""
+        return self.root_native_widget
+
+    @property
+    def inner(self):
+        """The widget holding the panel's layout, inside the scroll area."""
+        return self._widget._mgui_get_native_widget()
+
+
+class ComputeWidget(Panel):
     """A panel that owns a viewer reference and a Keras child process (closed with it)."""
 
     def __init__(self, viewer: napari.viewer.Viewer):

@@ -17,7 +17,6 @@ import time
 import numpy as np
 from magicgui.widgets import (
     ComboBox,
-    Container,
     FloatSpinBox,
     Label,
     LineEdit,
@@ -28,20 +27,20 @@ from magicgui.widgets import (
 
 import napari
 
-from ._common import image_layer_to_rgb, notify_error, spatial_transform
+from ._common import Panel, image_layer_to_rgb, notify_error, spatial_transform
 
 MARKS = "class marks"
 DEFAULT_CLASSES = "tumour, immune, stroma"
 
 
-class ClassifyWidget(Container):
+class ClassifyWidget(Panel):
     """Train a nucleus classifier from marked nuclei and apply it (see the module doc)."""
 
     def __init__(self, viewer: napari.viewer.Viewer):
         super().__init__()
         self._viewer = viewer
         self._image = create_widget(annotation="napari.layers.Image", label="image")
-        self._labels = create_widget(annotation="napari.layers.Labels", label="nuclei")
+        self._labels_layer = create_widget(annotation="napari.layers.Labels", label="nuclei")
         self._names = LineEdit(value=DEFAULT_CLASSES, label="classes")
         self._mark_as = ComboBox(label="mark as", choices=lambda *_: self._class_names())
         self._marks = PushButton(text="Mark nuclei (points layer)")
@@ -55,7 +54,7 @@ class ClassifyWidget(Container):
         self._table = Table(value={"class": [], "nuclei": [], "per mm²": []})
         self._status = Label(value="name classes, mark nuclei, then train")
         self._status.native.setWordWrap(True)
-        self.extend([self._image, self._labels, self._names, self._mark_as, self._marks,
+        self.extend([self._image, self._labels_layer, self._names, self._mark_as, self._marks,
                      self._train, self._saved, self._apply, self._save_name, self._save,
                      self._mpp, self._table, self._status])
         self._fit_table()
@@ -117,7 +116,7 @@ class ClassifyWidget(Container):
             notify_error(ValueError("name at least two classes, separated by commas"))
             return
         if MARKS not in self._viewer.layers:
-            ref = self._labels.value or self._image.value
+            ref = self._labels_layer.value or self._image.value
             kwargs = spatial_transform(ref) if ref is not None else {}
             layer = self._viewer.add_points(
                 ndim=2, name=MARKS, size=10, border_color="white", **kwargs,
@@ -134,7 +133,7 @@ class ClassifyWidget(Container):
         """``(image, labels, ids, features)`` of the chosen layers (cached per layer data)."""
         from ..classify.features import nucleus_features
 
-        img_layer, lab_layer = self._image.value, self._labels.value
+        img_layer, lab_layer = self._image.value, self._labels_layer.value
         if img_layer is None or lab_layer is None:
             raise ValueError("choose an image and its nuclei labels layer")
         labels = np.asarray(lab_layer.data)
@@ -174,7 +173,7 @@ class ClassifyWidget(Container):
         try:
             t0 = time.perf_counter()
             labels, ids, feats = self._features()
-            marked_ids, marked_names = self._marked(labels, self._labels.value)
+            marked_ids, marked_names = self._marked(labels, self._labels_layer.value)
             names = [n for n in self._class_names() if n in set(marked_names)]
             if len(names) < 2:
                 raise ValueError("mark nuclei of at least two classes (a mark must lie on a "
@@ -191,7 +190,7 @@ class ClassifyWidget(Container):
                 max_depth=None, min_samples_leaf=1,
                 card={"description": "classes marked by hand in the Classify panel",
                       "training": {"image": self._image.value.name,
-                                   "labels": self._labels.value.name}})
+                                   "labels": self._labels_layer.value.name}})
             self._show(ids, feats)
             self._status.value = (f"trained on {len(y)} marked nuclei and applied to "
                                   f"{len(ids)} in {time.perf_counter() - t0:.2f} s")
@@ -220,7 +219,7 @@ class ClassifyWidget(Container):
 
         clf = self._clf
         idx, proba = clf.predict_features(feats)
-        lab_layer = self._labels.value
+        lab_layer = self._labels_layer.value
         names = np.asarray(clf.classes, dtype=object)[idx] if len(idx) else np.array([])
         table = pd.DataFrame({"index": ids.astype(int), "class": names,
                               "probability": proba.max(axis=1) if len(idx) else []})

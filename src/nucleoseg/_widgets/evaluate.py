@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
-from magicgui.widgets import Container, FileEdit, Label, PushButton, Table, create_widget
+from magicgui.widgets import FileEdit, Label, PushButton, Table, create_widget
 
 import napari
 
-from ._common import notify_error, spatial_transform
+from ._common import Panel, notify_error, spatial_transform
 
 #: Overlay colours that stand out on H&E (no pinks or purples): true positive green, false
 #: positive cyan, false negative yellow.
@@ -18,7 +18,7 @@ COLUMNS = ("dice", "aji", "object_f1", "pq", "iou", "precision", "recall", "accu
 LEGEND = "green TP, cyan FP, yellow FN"
 
 
-class EvaluateWidget(Container):
+class EvaluateWidget(Panel):
     """Compare two Labels layers with the project's metric definitions."""
 
     def __init__(self, viewer: napari.viewer.Viewer):

@@ -42,7 +42,8 @@ class FineTuneWidget(ComputeWidget):
     def __init__(self, viewer: napari.viewer.Viewer):
         super().__init__(viewer)
         self._image = create_widget(annotation="napari.layers.Image", label="image")
-        self._labels = create_widget(annotation="napari.layers.Labels", label="corrected labels")
+        self._labels_layer = create_widget(annotation="napari.layers.Labels",
+                                           label="corrected labels")
         self._roi = create_widget(annotation="napari.layers.Shapes | None", label="regions (opt.)")
         self._in_view = CheckBox(text="only the part in view", value=False)
         self._base = ComboBox(label="start from", choices=model_choices)
@@ -56,11 +57,11 @@ class FineTuneWidget(ComputeWidget):
         self._freeze = CheckBox(text="freeze encoder", value=freeze["value"],
                                 tooltip=freeze["tooltip"])
         self._keep = CheckBox(
-            text="keep these corrections for later rounds", value=False,
+            text="keep corrections for later rounds", value=False,
             tooltip="stores the image and labels beside the new model (your user folder), so "
                     "the next round can learn from them again")
         self._previous = CheckBox(
-            text="also learn from earlier rounds' corrections", value=True,
+            text="reuse earlier rounds' corrections", value=True,
             tooltip="when the model you start from kept its corrections")
         self._run = PushButton(text="Fine-tune")
         self._cancel = PushButton(text="Cancel", enabled=False)
@@ -68,8 +69,8 @@ class FineTuneWidget(ComputeWidget):
         self._status = Label(value="")
         self._status.native.setWordWrap(True)
         self._status.native.setMinimumWidth(10)
-        self.extend([self._image, self._labels, self._roi, self._in_view, self._base, self._name,
-                     self._epochs, self._steps, self._lr, self._freeze, self._keep,
+        self.extend([self._image, self._labels_layer, self._roi, self._in_view, self._base,
+                     self._name, self._epochs, self._steps, self._lr, self._freeze, self._keep,
                      self._previous, self._run,
                      self._cancel, self._progress, self._status])
         self._history: dict[str, list[float]] = _empty_history()
@@ -85,7 +86,7 @@ class FineTuneWidget(ComputeWidget):
         self._axes = self._figure.add_subplot(111)
         self._canvas = FigureCanvasQTAgg(self._figure)
         self._canvas.setMinimumHeight(170)
-        self.native.layout().addWidget(self._canvas)
+        self.inner.layout().addWidget(self._canvas)
         self._draw()
 
     def _draw(self) -> None:
@@ -109,7 +110,7 @@ class FineTuneWidget(ComputeWidget):
     def _pairs(self) -> list[tuple[np.ndarray, np.ndarray]]:
         from ..io.images import ImageError
 
-        image_layer, labels_layer = self._image.value, self._labels.value
+        image_layer, labels_layer = self._image.value, self._labels_layer.value
         if image_layer is None or labels_layer is None:
             raise ImageError("choose an image layer and a labels layer")
         image = image_layer_to_rgb(image_layer, self._viewer)
