@@ -33,15 +33,20 @@ class ComputeProcess:
 
     def __init__(self, backend: str = "auto") -> None:
         self._backend = backend
+        self._restart = False  # the backend changed: the next task starts a new child
         self._ctx = mp.get_context("spawn")
         self._proc = None
         self._conn = None
         self._stop = self._ctx.Event()
         self._lock = threading.Lock()  # prepare() comes from the GUI thread, run() from a worker
+        self._one_run = threading.Lock()  # runs from two workers take turns on the one pipe
         self._running = False
         self._unanswered = 0  # prepared tasks whose messages run() has not read yet
 
     def _ensure(self) -> None:
+        if self._restart:
+            self._restart = False
+            self.close()
         if self._proc is not None and self._proc.is_alive():
             return
         self._unanswered = 0
@@ -57,8 +62,13 @@ class ComputeProcess:
         """Send a task; yield what the child reports; return its result.
 
         Raises :class:`~nucleoseg.inference.predict.Cancelled` after :meth:`cancel`, and the
-        child's exception (re-raised here) when the task fails.
+        child's exception (re-raised here) when the task fails. A second run waits for the
+        first to finish.
         """
+        with self._one_run:
+            return (yield from self._run(task, kwargs))
+
+    def _run(self, task: str, kwargs: dict) -> Generator[Progress | tuple, None, Any]:
         with self._lock:
             self._running = True
             self._ensure()
@@ -122,15 +132,12 @@ class ComputeProcess:
 
     def set_backend(self, backend: str) -> None:
         """Use the Keras ``backend`` (a name of :data:`nucleoseg.backend.BACKENDS`) from the
-        next task on: the child is restarted, since Keras picks its backend at import."""
+        next task on: that task starts a new child (Keras picks its backend at import); a
+        task already running finishes on the old one."""
         with self._lock:
-            if backend == self._backend:
-                return
-            if self._running:
-                raise ComputeError("wait for the running task to finish before switching "
-                                   "the backend")
-            self._backend = backend
-        self.close()
+            if backend != self._backend:
+                self._backend = backend
+                self._restart = True
 
     def cancel(self) -> None:
         """Ask the running task to stop at its next batch or step."""
@@ -273,13 +280,14 @@ def _segment(conn, stop, cache, model: str, image, settings: dict, device: str =
     import keras
 
     used = {"precision": seg.precision, "backend": keras.backend.backend()}
+    seen = _devices(conn, stop, cache)
     if device == "auto":
-        gpu = "GPU" in _devices(conn, stop, cache)
-        return {"labels": drive(), **used, "device": "GPU" if gpu else "CPU"}
-    if device == "GPU" and "GPU" not in _devices(conn, stop, cache):
-        raise ValueError(f"no GPU is visible to Keras ({keras.backend.backend()} backend); "
-                         "choose CPU or auto")
-    with keras.device("gpu:0" if device == "GPU" else "cpu:0"):
+        return {"labels": drive(), **used, "device": seen[2] if len(seen) > 2 else "CPU"}
+    if device not in seen:
+        raise ValueError(f"{device} is not visible to Keras ({keras.backend.backend()} "
+                         f"backend; it sees: {', '.join(seen[1:])}); choose another device")
+    index = device.split(":")[0].split()[-1] if device.startswith("GPU") else "0"
+    with keras.device(f"gpu:{index}" if device.startswith("GPU") else "cpu:0"):
         return {"labels": drive(), **used, "device": device}
 
 
@@ -326,24 +334,13 @@ def _fine_tune(conn, stop, cache, **kwargs):
     )
 
 
-def _devices(conn, stop, cache):
+def _devices(conn, stop, cache) -> list[str]:
+    """``auto``, ``CPU`` and each GPU the child's backend sees, by name (``GPU 0: ...``)."""
     import keras
 
-    out = ["auto", "CPU"]
-    try:
-        if keras.backend.backend() == "tensorflow":
-            import tensorflow as tf
+    from .backend import gpu_names
 
-            if tf.config.list_physical_devices("GPU"):
-                out.append("GPU")
-        elif keras.backend.backend() == "jax":
-            import jax
-
-            if any(d.platform == "gpu" for d in jax.devices()):
-                out.append("GPU")
-    except Exception:
-        pass
-    return out
+    return ["auto", "CPU", *gpu_names(keras.backend.backend())]
 
 
 def _ping(conn, stop, cache) -> int:

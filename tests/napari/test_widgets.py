@@ -102,9 +102,13 @@ def test_segment_panel_switches_the_keras_backend(make_napari_viewer, qtbot, he_
     assert widget._backend.choices[0] == "auto" and "tensorflow" in widget._backend.choices
     if "jax" not in widget._backend.choices:
         pytest.skip("JAX is not installed (the testing extra installs it)")
-    first = widget._compute._proc
+    qtbot.waitUntil(lambda: widget._devices_worker.is_running is False, timeout=120_000)
+    assert widget._device.choices[:2] == ("auto", "CPU")  # + each GPU by name, when seen
+    first = widget._compute._proc.pid
     widget._backend.value = "jax"
-    assert widget._compute.backend == "jax" and widget._compute._proc is not first
+    assert widget._compute.backend == "jax"
+    qtbot.waitUntil(lambda: widget._devices_worker.is_running is False, timeout=120_000)
+    assert widget._compute._proc.pid != first  # a new compute process, on JAX
     widget._image.value = layer
     widget._on_run()
     qtbot.waitUntil(lambda: "crop nuclei" in viewer.layers, timeout=180_000)

@@ -43,7 +43,8 @@ class SegmentWidget(ComputeWidget):
         super().__init__(viewer)
         self._image = create_widget(annotation="napari.layers.Image", label="image")
         self._model = ComboBox(label="model", choices=model_choices)
-        self._device = ComboBox(label="device", choices=["auto", "CPU", "GPU"], value="auto")
+        self._device = ComboBox(label="device", choices=["auto", "CPU"], value="auto",
+                                tooltip="the devices the compute process's backend sees")
         self._backend = ComboBox(
             label="backend", choices=installed_backends(), value="auto",
             tooltip="Keras backend of the compute process: auto = a GPU-capable backend that "
@@ -88,6 +89,7 @@ class SegmentWidget(ComputeWidget):
         self._run.clicked.connect(self._on_run)
         self._cancel.clicked.connect(self._on_cancel)
         self._on_model()
+        self._list_devices()
         self._watch_user_models()
 
     # ------------------------------------------------------------------ settings
@@ -109,6 +111,27 @@ class SegmentWidget(ComputeWidget):
             notify_error(exc)
             return
         self._prepare()
+        self._list_devices()
+
+    def _list_devices(self) -> None:
+        """Ask the compute process which devices its backend sees; list them by name."""
+        from napari.qt.threading import thread_worker
+
+        compute = self._compute
+
+        @thread_worker(ignore_errors=True)
+        def work():
+            return (yield from compute.run("devices"))
+
+        def show(devices) -> None:
+            keep = self._device.value if self._device.value in devices else "auto"
+            self._device.choices = devices
+            self._device.value = keep
+
+        worker = work()
+        worker.returned.connect(show)
+        worker.start()
+        self._devices_worker = worker
 
     def _on_advanced(self, value: bool = False) -> None:
         for w in self._advanced_widgets:
