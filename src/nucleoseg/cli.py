@@ -85,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
         FineTuneSettings,
         InferenceSettings,
         PostprocessParams,
+        TrainSettings,
         add_setting_flags,
     )
 
@@ -173,11 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "native bfloat16)")
     t.add_argument("--out", help="output folder (default: the user model folder)")
     t.add_argument("--name", help="saved model name (default: the architecture)")
-    t.add_argument("--epochs", type=int, default=400)
-    t.add_argument("--steps", type=int, default=200, help="batches per epoch")
-    t.add_argument("--batch-size", type=int, default=16)
-    t.add_argument("--lr", type=float, default=1e-3)
-    t.add_argument("--seed", type=int, default=0)
+    add_setting_flags(t, TrainSettings, from_card=False)
     t.add_argument("--time-budget", type=float, help="stop after this many seconds")
     t.add_argument("--workers", type=int, default=1, help="threads preparing batches")
     t.add_argument("--jit", action="store_true", help="XLA-compile the train step (TF)")

@@ -28,6 +28,7 @@ def _parse_config(items: list[str]) -> dict[str, Any]:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .io.datasets import parse_datasets
+    from .models.card import TrainSettings, setting_values
     from .models.registry import resolve
     from .models.weights import check_model_name, user_dir
     from .training.data import STRONG_AUGMENTATION, Augmentation
@@ -42,12 +43,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     augmentation = {"strong": STRONG_AUGMENTATION, "classic": Augmentation(),
                     None: None}[args.augment]
     out = Path(args.out) if args.out else user_dir()
+    settings = TrainSettings(**setting_values(args, TrainSettings))  # checks bounds
     train_recipe(
         args.model, out, save_name=args.name, data=args.data, datasets=datasets,
         init=args.init, schedule=args.schedule, augmentation=augmentation,
-        precision=args.precision, epochs=args.epochs,
-        steps_per_epoch=args.steps, batch_size=args.batch_size, learning_rate=args.lr,
-        seed=args.seed, config=_parse_config(args.config), time_budget=args.time_budget,
+        precision=args.precision, **settings.to_dict(),
+        config=_parse_config(args.config), time_budget=args.time_budget,
         workers=args.workers, jit_compile=True if args.jit else "auto",
     )
     return 0

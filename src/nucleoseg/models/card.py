@@ -227,6 +227,21 @@ def migrate(data: dict[str, Any]) -> dict[str, Any]:
 
 
 @dataclass
+class TrainSettings(_Settings):
+    """How ``nucleoseg train`` and :func:`nucleoseg.training.recipe.train_recipe` train a model
+    (defaults: the recipe of the shipped weights' first training on a GPU, with early
+    stopping; the CPU fine-tunes in the cards give their own, shorter settings)."""
+
+    epochs: int = setting(400, "most epochs (early stopping may end sooner)", low=1,
+                          high=100_000)
+    steps_per_epoch: int = setting(200, "batches per epoch", low=1, high=100_000,
+                                   cli="--steps")
+    batch_size: int = setting(16, "patches per batch", low=1, high=1024)
+    learning_rate: float = setting(1e-3, "Adam learning rate", low=1e-7, high=1.0, cli="--lr")
+    seed: int = setting(0, "random seed", low=0, high=2**31 - 1)
+
+
+@dataclass
 class FineTuneSettings(_Settings):
     """How ``nucleoseg finetune`` and the Fine-tune panel retrain a model on corrected
     labels (defaults chosen by ``benchmarks/finetune.py``, see docs/performance.md)."""
@@ -261,9 +276,10 @@ def add_setting_flags(parser: Any, *groups: type, from_card: bool = True) -> Non
             if kind is bool:
                 parser.add_argument(flag, dest=f.name, action="store_true", help=meta["help"])
                 continue
-            bounds = (f"; {meta['low']:g} to {meta['high']:g}" if meta.get("low") is not None
-                      and meta.get("high") is not None else "")
-            default = "model card" if from_card else f"{f.default:g}"
+            num = "d" if kind is int else "g"
+            bounds = (f"; {meta['low']:{num}} to {meta['high']:{num}}"
+                      if meta.get("low") is not None and meta.get("high") is not None else "")
+            default = "model card" if from_card else f"{f.default:{num}}"
             parser.add_argument(flag, dest=f.name, type=kind,
                                 default=None if from_card else f.default,
                                 help=f"{meta['help']} (default: {default}{bounds})")

@@ -27,7 +27,7 @@ from ..evaluation.metrics import Counts, counts
 from ..inference.postprocess import PostprocessParams, probabilities_to_labels
 from ..inference.predict import predict_tiled, run
 from ..io.datasets import list_tiles
-from ..models.card import InferenceSettings
+from ..models.card import InferenceSettings, TrainSettings
 from .data import STRONG_AUGMENTATION, Augmentation, PatchSampler, grid_patches, make_targets
 
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
@@ -132,15 +132,15 @@ def train_recipe(
     data: str | Path | None = None,
     datasets: tuple[str, ...] | list[str] = ("monuseg", "consep"),
     init: str | Path | None = None,
-    epochs: int = 60,
-    steps_per_epoch: int = 100,
-    batch_size: int = 8,
-    learning_rate: float = 1e-3,
+    epochs: int = TrainSettings.epochs,
+    steps_per_epoch: int = TrainSettings.steps_per_epoch,
+    batch_size: int = TrainSettings.batch_size,
+    learning_rate: float = TrainSettings.learning_rate,
     schedule: str = "plateau",
     augmentation: Augmentation | None = None,
     precision: str = "float32",
     patch: int = 256,
-    seed: int = 0,
+    seed: int = TrainSettings.seed,
     config: dict[str, Any] | None = None,
     tile: int | None = None,
     halo: int | None = None,
