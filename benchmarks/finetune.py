@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="nucleoseg-finetune-bench-"))
     os.environ["NUCLEOSEG_USER_MODELS"] = str(work / "user")
     test = [(t.image(), t.labels()) for t in list_tiles("test", args.data)]
-    val = [(t.image(), t.labels()) for t in list_tiles("val", args.data)]
+    val_tiles = [(t.image(), t.labels()) for t in list_tiles("val", args.data)]
     train = {t.name: t for t in list_tiles("fit", args.data)}
     print(f"# python benchmarks/finetune.py {' '.join(sys.argv[1:] if argv is None else argv)}")
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores; base = "
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.models:
         base = extract_base(name, work, repo)
         before = evaluate(base, test)
-        before_val = evaluate(base, val)
+        before_val = evaluate(base, val_tiles)
         for config in args.configs:
             spec = {**DEFAULT, **CONFIGS[config]}
             k, crop = spec.pop("k"), spec.pop("crop", None)
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
                              **spec)
             seconds = time.perf_counter() - t0
             after = evaluate(path, test)
-            after_val = evaluate(path, val)
+            after_val = evaluate(path, val_tiles)
             card = json.loads(path.with_suffix(".json").read_text())
             val = card["fine_tune"]["validation"] or {}
             row = {"model": name, "config": config, "pairs": k, "crop": crop, **spec,

@@ -30,7 +30,7 @@ def wait(cond, timeout=600):
 def main(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     viewer = napari.Viewer(title="NucleoSeg")
-    viewer.window._qt_window.resize(1600, 1000)
+    # napari's default window size: what a new user sees
     image, truth = viewer.open_sample(PLUGIN, "monuseg_tile")
     dock, seg = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment nuclei")
     seg._advanced.value = True

@@ -28,6 +28,12 @@ class EvaluateWidget(Panel):
         self._truth = create_widget(annotation="napari.layers.Labels", label="ground truth")
         self._run = PushButton(text="Evaluate")
         self._table = Table(value={"metric": [], "value": []})
+        # the table scrolls within the panel's width rather than widening the dock
+        from qtpy.QtWidgets import QSizePolicy
+
+        self._table.native.setSizePolicy(QSizePolicy.Policy.Ignored,
+                                         QSizePolicy.Policy.Expanding)
+        self._table.native.setMinimumWidth(200)
         self._copy = PushButton(text="Copy table")
         self._csv = FileEdit(label="CSV", mode="w", filter="*.csv")
         self._save = PushButton(text="Save CSV")

@@ -86,6 +86,12 @@ class FineTuneWidget(ComputeWidget):
         self._axes = self._figure.add_subplot(111)
         self._canvas = FigureCanvasQTAgg(self._figure)
         self._canvas.setMinimumHeight(170)
+        # the plot follows the panel's width instead of widening the dock (and squeezing
+        # the canvas of the viewer)
+        from qtpy.QtWidgets import QSizePolicy
+
+        self._canvas.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+        self._canvas.setMinimumWidth(200)
         self.inner.layout().addWidget(self._canvas)
         self._draw()
 
