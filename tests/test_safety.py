@@ -264,3 +264,18 @@ def test_one_never_into_weights_rule(tmp_path, tiny_unet_path):
     with pytest.raises(ClassifierError):
         NucleusClassifier.fit(f, np.array([0, 0, 1, 1]), ["a", "b"], trees=2).save(
             shipped_dir() / "classifiers", "x")
+
+
+def test_evaluate_says_which_file_is_which(tmp_path, capsys):
+    """Item 5: swapped arguments swap precision and recall; the output names the roles."""
+    from nucleoseg.io.labels import write_labels
+
+    a = np.zeros((40, 40), np.int32)
+    a[5:15, 5:15] = 1
+    b = np.zeros_like(a)
+    b[5:20, 5:20] = 1
+    write_labels(tmp_path / "p.tif", a)
+    write_labels(tmp_path / "t.tif", b)
+    assert main(["evaluate", str(tmp_path / "p.tif"), str(tmp_path / "t.tif")]) == 0
+    out = capsys.readouterr().out
+    assert f"prediction: {tmp_path / 'p.tif'}   ground truth: {tmp_path / 't.tif'}" in out

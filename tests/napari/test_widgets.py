@@ -613,3 +613,16 @@ def test_every_panel_shows_its_field_labels_and_several_fit_the_window(make_napa
         assert isinstance(panels[name].native, QScrollArea), name
     assert window.height() <= max(height, 700)
     assert viewer.window._qt_viewer.canvas.native.width() > 300  # the canvas keeps its room
+
+
+def test_segment_panel_checks_the_memory_before_copying_pixels(make_napari_viewer, monkeypatch):
+    """Issue 19 item 10: the panel decides from the memory available, not a fixed cap."""
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(np.zeros((300, 300, 3), np.uint8), rgb=True, name="big")
+    from nucleoseg._widgets._common import image_layer_to_rgb
+    from nucleoseg.io.images import ImageError
+
+    assert image_layer_to_rgb(layer, viewer).shape == (300, 300, 3)
+    monkeypatch.setenv("NUCLEOSEG_AVAILABLE_MEMORY", str(300 * 300 * 80 - 1))
+    with pytest.raises(ImageError, match="current view"):
+        image_layer_to_rgb(layer, viewer)

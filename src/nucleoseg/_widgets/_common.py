@@ -38,6 +38,15 @@ def image_layer_to_rgb(layer: napari.layers.Image, viewer: napari.Viewer | None 
         index = tuple(int(s) for s in step[: len(spatial) - 2])
         data = data[index]
         spatial = spatial[-2:]
+    from ..io.images import BYTES_PER_PIXEL, available_memory, fits_in_memory
+
+    if not fits_in_memory(spatial):
+        need, have = int(np.prod(spatial)) * BYTES_PER_PIXEL, available_memory() or 0
+        raise ImageError(
+            f"{layer.name} has {spatial[0]}x{spatial[1]} pixels: segmenting it in memory needs "
+            f"about {need / 1e9:.1f} GB, {have / 1e9:.1f} GB are available; choose region "
+            "'current view', or open the file with the NucleoSeg slide reader to segment it "
+            "block-wise")
     if int(np.prod(spatial)) > MAX_GUI_PIXELS:
         raise ImageError(
             f"{layer.name} has {spatial[0]}x{spatial[1]} pixels; the panel segments up to "
