@@ -244,7 +244,8 @@ class TrainSettings(_Settings):
 @dataclass
 class FineTuneSettings(_Settings):
     """How ``nucleoseg finetune`` and the Fine-tune panel retrain a model on corrected
-    labels (defaults chosen by ``benchmarks/finetune.py``, see docs/performance.md)."""
+    labels. Defaults chosen by ``benchmarks/finetune.py`` on the CoNSeP validation tiles:
+    best mean AJI gain over the five shipped models (docs/performance.md)."""
 
     epochs: int = setting(5, "passes; the best one on the held-out part is kept", low=1,
                           high=500)
