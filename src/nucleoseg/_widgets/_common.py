@@ -152,6 +152,18 @@ class Panel(Container):
         """The widget holding the panel's layout, inside the scroll area."""
         return self._widget._mgui_get_native_widget()
 
+    def compact_fields(self) -> None:
+        """Drop-down lists keep a fixed width instead of growing with the longest choice (a
+        long layer name must not widen the dock and squeeze the viewer's canvas)."""
+        from qtpy.QtWidgets import QComboBox
+
+        for widget in self:
+            native = getattr(widget, "native", None)
+            if isinstance(native, QComboBox):
+                native.setSizeAdjustPolicy(
+                    QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+                native.setMinimumContentsLength(12)
+
 
 class ComputeWidget(Panel):
     """A panel that owns a viewer reference and a Keras child process (closed with it)."""

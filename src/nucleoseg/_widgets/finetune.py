@@ -73,6 +73,7 @@ class FineTuneWidget(ComputeWidget):
                      self._name, self._epochs, self._steps, self._lr, self._freeze, self._keep,
                      self._previous, self._run,
                      self._cancel, self._progress, self._status])
+        self.compact_fields()
         self._history: dict[str, list[float]] = _empty_history()
         self._make_plot()
         self._run.clicked.connect(self._on_run)

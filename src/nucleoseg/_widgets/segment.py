@@ -88,6 +88,7 @@ class SegmentWidget(ComputeWidget):
         self._image.changed.connect(self._prepare)
         self._run.clicked.connect(self._on_run)
         self._cancel.clicked.connect(self._on_cancel)
+        self.compact_fields()
         self._on_model()
         self._list_devices()
         self._watch_user_models()
