@@ -626,3 +626,36 @@ def test_segment_panel_checks_the_memory_before_copying_pixels(make_napari_viewe
     monkeypatch.setenv("NUCLEOSEG_AVAILABLE_MEMORY", str(300 * 300 * 80 - 1))
     with pytest.raises(ImageError, match="current view"):
         image_layer_to_rgb(layer, viewer)
+
+
+def test_finetune_panel_trains_on_the_chosen_backend(make_napari_viewer, qtbot,
+                                                     tiny_unet_path, he_image):
+    """Issue 16: the Fine-tune panel offers the installed backends too; a fine-tune after
+    choosing JAX runs on JAX (the saved card says which backend trained it)."""
+    import json
+    import shutil
+
+    from nucleoseg.models.weights import user_dir
+
+    folder = user_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    for suffix in (".keras", ".json"):
+        shutil.copy(tiny_unet_path.with_suffix(suffix), folder / f"tiny{suffix}")
+    image, labels = he_image
+    viewer = make_napari_viewer()
+    viewer.add_image(image[:128, :128], name="img")
+    corrected = viewer.add_labels(labels[:128, :128].astype(np.int32), name="lab")
+    ft = _dock(viewer, "Fine-tune model")
+    assert ft._backend.choices[0] == "auto" and "tensorflow" in ft._backend.choices
+    if "jax" not in ft._backend.choices:
+        pytest.skip("JAX is not installed (the testing extra installs it)")
+    ft._backend.value = "jax"
+    assert ft._compute.backend == "jax"
+    ft._base.value = str(folder / "tiny.keras")
+    ft._name.value = "tiny_jax"
+    ft._epochs.value, ft._steps.value = 1, 2
+    ft._labels_layer.value = corrected
+    ft._on_run()
+    qtbot.waitUntil(lambda: ft._worker is None, timeout=180_000)
+    card = json.loads((folder / "tiny_jax.json").read_text())
+    assert card["fine_tune"]["keras_backend"] == "jax"

@@ -20,7 +20,13 @@ from magicgui.widgets import (
 import napari
 
 from ..models.card import FineTuneSettings, setting_widget_options
-from ._common import ComputeWidget, image_layer_to_rgb, model_choices, notify_error
+from ._common import (
+    ComputeWidget,
+    image_layer_to_rgb,
+    installed_backends,
+    model_choices,
+    notify_error,
+)
 
 
 def _crop_boxes(shapes_layer, shape: tuple[int, int]) -> list[tuple[slice, slice]]:
@@ -47,6 +53,10 @@ class FineTuneWidget(ComputeWidget):
         self._roi = create_widget(annotation="napari.layers.Shapes | None", label="regions (opt.)")
         self._in_view = CheckBox(text="only the part in view", value=False)
         self._base = ComboBox(label="start from", choices=model_choices)
+        self._backend = ComboBox(
+            label="backend", choices=installed_backends(), value="auto",
+            tooltip="Keras backend of the compute process: auto = a GPU-capable backend that "
+                    "sees a GPU, else TensorFlow on the CPU (the next run restarts it)")
         self._name = LineEdit(label="new model name", value="my_model")
         # the fields and their defaults come from FineTuneSettings, as the CLI's flags do
         self._epochs = SpinBox(**setting_widget_options(FineTuneSettings, "epochs"))
@@ -70,12 +80,14 @@ class FineTuneWidget(ComputeWidget):
         self._status.native.setWordWrap(True)
         self._status.native.setMinimumWidth(10)
         self.extend([self._image, self._labels_layer, self._roi, self._in_view, self._base,
-                     self._name, self._epochs, self._steps, self._lr, self._freeze, self._keep,
-                     self._previous, self._run,
-                     self._cancel, self._progress, self._status])
+                     self._backend, self._name, self._epochs, self._steps, self._lr,
+                     self._freeze, self._keep, self._previous, self._run, self._cancel,
+                     self._progress, self._status])
         self.compact_fields()
         self._history: dict[str, list[float]] = _empty_history()
         self._make_plot()
+        self._backend.changed.connect(
+            lambda value: self._compute.set_backend(str(value)))
         self._run.clicked.connect(self._on_run)
         self._cancel.clicked.connect(self._on_cancel)
 

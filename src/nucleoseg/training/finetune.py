@@ -156,6 +156,7 @@ def fine_tune(
         "epochs": result.epochs_run, "steps_per_epoch": steps_per_epoch,
         "batch_size": batch_size, "patch": patch, "learning_rate": learning_rate,
         "freeze_encoder": freeze_encoder, "precision": precision,
+        "keras_backend": _backend_name(),
         "seconds": round(time.perf_counter() - t0, 1),
         "history": result.history, "validation": validation,
         "pair_sizes": [list(p[0].shape[:2]) for p in pairs],
@@ -174,6 +175,12 @@ def fine_tune(
     if staged is not None:
         _swap_in(staged, folder / f"{name}.corrections")
     return path
+
+
+def _backend_name() -> str:
+    import keras
+
+    return keras.backend.backend()
 
 
 def kept_corrections(model: str | Path) -> list[tuple[np.ndarray, np.ndarray]]:
