@@ -122,8 +122,7 @@ def cmd_train_classifier(args: argparse.Namespace) -> int:
 def cmd_tune(args: argparse.Namespace) -> int:
     from .inference.predict import run
     from .inference.segment import Segmenter
-    from .io.atomic import atomic_write_bytes
-    from .models.weights import check_not_shipped, resolve_model_path
+    from .models.weights import resolve_model_path, write_card
     from .training.recipe import load_split, select_postprocess
 
     path = resolve_model_path(args.model)
@@ -133,11 +132,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     best, scores, trials = select_postprocess(probs, labels)
     print(f"validation: {best.to_dict()} -> AJI {scores['aji']:.4f} Dice {scores['dice']:.4f}")
     if args.write:
-        check_not_shipped(path.parent, "model card")
         record = {**seg.card.record, "validation": {k: round(v, 4) for k, v in scores.items()},
                   "postprocess_search": trials}
-        card = seg.card.replace(postprocess=best, record=record)
-        atomic_write_bytes(path.with_suffix(".json"),
-                           (json.dumps(card.to_dict(), indent=2) + "\n").encode())
+        write_card(path, seg.card.replace(postprocess=best, record=record))
         print(f"updated {path.with_suffix('.json')}")
     return 0

@@ -38,15 +38,10 @@ def image_layer_to_rgb(layer: napari.layers.Image, viewer: napari.Viewer | None 
         index = tuple(int(s) for s in step[: len(spatial) - 2])
         data = data[index]
         spatial = spatial[-2:]
-    from ..io.images import BYTES_PER_PIXEL, available_memory, fits_in_memory
+    from ..io.images import check_memory
 
-    if not fits_in_memory(spatial):
-        need, have = int(np.prod(spatial)) * BYTES_PER_PIXEL, available_memory() or 0
-        raise ImageError(
-            f"{layer.name} has {spatial[0]}x{spatial[1]} pixels: segmenting it in memory needs "
-            f"about {need / 1e9:.1f} GB, {have / 1e9:.1f} GB are available; choose region "
-            "'current view', or open the file with the NucleoSeg slide reader to segment it "
-            "block-wise")
+    check_memory(spatial, layer.name, advice="choose region 'current view', or open the file "
+                 "with the NucleoSeg slide reader to segment it block-wise")
     if int(np.prod(spatial)) > MAX_GUI_PIXELS:
         raise ImageError(
             f"{layer.name} has {spatial[0]}x{spatial[1]} pixels; the panel segments up to "
@@ -115,11 +110,18 @@ def model_choices(*_: Any) -> list[tuple[str, str]]:
     return out
 
 
-def installed_backends(*_: Any) -> list[str]:
-    """``auto`` and the Keras backends installed here (found without importing them)."""
+def backend_choice() -> Any:
+    """A drop-down of ``auto`` and the Keras backends installed here (found without
+    importing them), for a panel's compute process."""
+    from magicgui.widgets import ComboBox
+
     from ..backend import BACKENDS, installed
 
-    return ["auto", *(b for b in BACKENDS[1:] if installed(b))]
+    return ComboBox(
+        label="backend", choices=["auto", *(b for b in BACKENDS[1:] if installed(b))],
+        value="auto",
+        tooltip="Keras backend of the compute process: auto = a GPU-capable backend that "
+                "sees a GPU, else TensorFlow on the CPU (the next run restarts the process)")
 
 
 def notify_error(exc: BaseException) -> None:
@@ -152,17 +154,17 @@ class Panel(Container):
         """The widget holding the panel's layout, inside the scroll area."""
         return self._widget._mgui_get_native_widget()
 
-    def compact_fields(self) -> None:
-        """Drop-down lists keep a fixed width instead of growing with the longest choice (a
-        long layer name must not widen the dock and squeeze the viewer's canvas)."""
+    def insert(self, key: int, widget: Any) -> None:
+        """Add a field; drop-down lists keep a fixed width instead of growing with their
+        longest choice (a long layer name must not widen the dock and squeeze the canvas)."""
         from qtpy.QtWidgets import QComboBox
 
-        for widget in self:
-            native = getattr(widget, "native", None)
-            if isinstance(native, QComboBox):
-                native.setSizeAdjustPolicy(
-                    QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-                native.setMinimumContentsLength(12)
+        super().insert(key, widget)
+        native = getattr(widget, "native", None)
+        if isinstance(native, QComboBox):
+            native.setSizeAdjustPolicy(
+                QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            native.setMinimumContentsLength(12)
 
 
 class ComputeWidget(Panel):

@@ -57,7 +57,6 @@ class ClassifyWidget(Panel):
         self.extend([self._image, self._labels_layer, self._names, self._mark_as, self._marks,
                      self._train, self._saved, self._apply, self._save_name, self._save,
                      self._mpp, self._table, self._status])
-        self.compact_fields()
         self._fit_table()
         self._clf = None
         self._cache: tuple | None = None  # (labels id, image id, ids, features)

@@ -41,7 +41,6 @@ class EvaluateWidget(Panel):
         self._status.native.setWordWrap(True)
         self.extend([self._pred, self._truth, self._run, self._table, self._copy, self._csv,
                      self._save, self._status])
-        self.compact_fields()
         self._rows: list[dict] = []
         self._run.clicked.connect(self._guarded(self._on_run))
         self._copy.clicked.connect(self._guarded(self._on_copy))

@@ -22,8 +22,8 @@ import napari
 from ..models.card import FineTuneSettings, setting_widget_options
 from ._common import (
     ComputeWidget,
+    backend_choice,
     image_layer_to_rgb,
-    installed_backends,
     model_choices,
     notify_error,
 )
@@ -53,10 +53,7 @@ class FineTuneWidget(ComputeWidget):
         self._roi = create_widget(annotation="napari.layers.Shapes | None", label="regions (opt.)")
         self._in_view = CheckBox(text="only the part in view", value=False)
         self._base = ComboBox(label="start from", choices=model_choices)
-        self._backend = ComboBox(
-            label="backend", choices=installed_backends(), value="auto",
-            tooltip="Keras backend of the compute process: auto = a GPU-capable backend that "
-                    "sees a GPU, else TensorFlow on the CPU (the next run restarts it)")
+        self._backend = backend_choice()
         self._name = LineEdit(label="new model name", value="my_model")
         # the fields and their defaults come from FineTuneSettings, as the CLI's flags do
         self._epochs = SpinBox(**setting_widget_options(FineTuneSettings, "epochs"))
@@ -83,7 +80,6 @@ class FineTuneWidget(ComputeWidget):
                      self._backend, self._name, self._epochs, self._steps, self._lr,
                      self._freeze, self._keep, self._previous, self._run, self._cancel,
                      self._progress, self._status])
-        self.compact_fields()
         self._history: dict[str, list[float]] = _empty_history()
         self._make_plot()
         self._backend.changed.connect(

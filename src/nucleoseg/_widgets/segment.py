@@ -21,8 +21,8 @@ from ..inference.predict import Cancelled
 from ..models.card import InferenceSettings, PostprocessParams, setting_widget_options
 from ._common import (
     ComputeWidget,
+    backend_choice,
     image_layer_to_rgb,
-    installed_backends,
     model_choices,
     notify_error,
     slide_path,
@@ -45,10 +45,7 @@ class SegmentWidget(ComputeWidget):
         self._model = ComboBox(label="model", choices=model_choices)
         self._device = ComboBox(label="device", choices=["auto", "CPU"], value="auto",
                                 tooltip="the devices the compute process's backend sees")
-        self._backend = ComboBox(
-            label="backend", choices=installed_backends(), value="auto",
-            tooltip="Keras backend of the compute process: auto = a GPU-capable backend that "
-                    "sees a GPU, else TensorFlow on the CPU (switching restarts the process)")
+        self._backend = backend_choice()
         self._region = ComboBox(label="region", choices=[WHOLE, VIEW], value=WHOLE,
                                 tooltip="whole image: slides are segmented block-wise into a "
                                         "zarr store beside the file; current view: only "
@@ -88,7 +85,6 @@ class SegmentWidget(ComputeWidget):
         self._image.changed.connect(self._prepare)
         self._run.clicked.connect(self._on_run)
         self._cancel.clicked.connect(self._on_cancel)
-        self.compact_fields()
         self._on_model()
         self._list_devices()
         self._watch_user_models()

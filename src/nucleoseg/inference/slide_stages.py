@@ -95,20 +95,17 @@ _RUNS_LOCK = threading.Lock()
 _KEEP_RUNS = 4
 
 
-def run_for(run_id: str) -> SlideRun:
-    """This process's :class:`SlideRun` of ``run_id`` (created on first use)."""
+def run_for(run_id: str | None = None) -> SlideRun:
+    """This process's :class:`SlideRun` of ``run_id`` (created on first use); a new run with
+    a fresh id when ``run_id`` is None."""
     with _RUNS_LOCK:
-        found = _RUNS.get(run_id)
+        found = _RUNS.get(run_id) if run_id is not None else None
         if found is None:
-            found = _RUNS[run_id] = SlideRun(run_id)
+            found = SlideRun(run_id)
+            _RUNS[found.run_id] = found
             for old in list(_RUNS)[:-_KEEP_RUNS]:
                 _RUNS.pop(old)._close_slide()
         return found
-
-
-def new_run() -> SlideRun:
-    """A registered run with a fresh id."""
-    return run_for(SlideRun().run_id)
 
 
 # ---------------------------------------------------------------- reading
@@ -280,7 +277,7 @@ def export_store(store: str | Path, geojson: str | Path | None = None,
                    to_level0=float(attrs.get("to_level0", 1.0)), out=str(p), model="",
                    overrides=(), tile=tuple(fp["tile"]), halo=fp["halo"], stride=1,
                    block=tuple(fp["block"]), margin=fp["margin"], postprocess=(), blocks=())
-    run_ = new_run()
+    run_ = run_for()
     written = []
     try:
         for kind, target in (("geojson", geojson), ("csv", csv)):

@@ -26,8 +26,8 @@ from .slide_stages import (
     export_block,
     export_store,  # noqa: F401  (public API)
     label_block,
-    new_run,
     predict_block,
+    run_for,
 )
 from .tiling import make_grid
 
@@ -261,7 +261,7 @@ def segment_slide(
         return {"out": job.out, "shape": job.shape, "n_nuclei": attrs.get("n_nuclei"),
                 "complete": True, "tasks_run": 0, "tasks_skipped": 0, "seconds": 0.0,
                 "blocks": len(job.blocks), "background_blocks": len(job.skipped)}
-    run_ = new_run()
+    run_ = run_for()
     try:
         dsk, keys = build_graph(job, run_)
         results = yield from _execute(dsk, keys, run_, scheduler, workers, should_stop)

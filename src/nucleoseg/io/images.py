@@ -50,17 +50,19 @@ def fits_in_memory(shape: tuple[int, ...]) -> bool:
     return have is None or int(shape[0]) * int(shape[1]) * BYTES_PER_PIXEL <= have
 
 
-def check_memory(shape: tuple[int, ...], name: str) -> None:
+def check_memory(shape: tuple[int, ...], name: str, advice: str | None = None) -> None:
     """Refuse, before any pixel is decoded, an image whose in-memory segmentation would need
-    more memory than is available (the message points at the block-wise path)."""
+    more memory than is available; ``advice`` ends the message (default: how to go
+    block-wise from the command line)."""
+    if fits_in_memory(shape):
+        return
     need = int(shape[0]) * int(shape[1]) * BYTES_PER_PIXEL
-    have = available_memory()
-    if not fits_in_memory(shape):
-        raise ImageError(
-            f"{name} has {shape[0]}x{shape[1]} pixels: segmenting it in memory needs about "
-            f"{need / 1e9:.1f} GB, {have / 1e9:.1f} GB are available; segment it block-wise "
-            f"(a TIFF: nucleoseg segment {name} -o {Path(name).stem}.zarr; other formats: "
-            "save it as a tiled TIFF first)")
+    have = available_memory() or 0
+    raise ImageError(
+        f"{name} has {shape[0]}x{shape[1]} pixels: segmenting it in memory needs about "
+        f"{need / 1e9:.1f} GB, {have / 1e9:.1f} GB are available; " + (advice or (
+            "segment it block-wise: save it as a tiled TIFF, which nucleoseg segment "
+            "reads region by region")))
 
 
 class ImageError(ValueError):

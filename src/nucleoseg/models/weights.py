@@ -219,7 +219,7 @@ def save_model(model, directory: str | Path, name: str, card: ModelCard | dict[s
     pathlib.Path
         The ``.keras`` path.
     """
-    from ..io.atomic import atomic_write, atomic_write_bytes
+    from ..io.atomic import atomic_write
 
     directory = Path(directory)
     check_not_shipped(directory)
@@ -232,10 +232,19 @@ def save_model(model, directory: str | Path, name: str, card: ModelCard | dict[s
     model_path = directory / f"{name}.keras"
     bare = _without_optimizer(model)
     atomic_write(model_path, lambda p: bare.save(p))
-    card = card.replace(name=name, card_version=CARD_VERSION, sha256=sha256(model_path))
-    atomic_write_bytes(model_path.with_suffix(".json"),
-                       (json.dumps(card.to_dict(), indent=2) + "\n").encode())
+    write_card(model_path, card.replace(name=name, card_version=CARD_VERSION,
+                                        sha256=sha256(model_path)))
     return model_path
+
+
+def write_card(model_path: str | Path, card: ModelCard) -> Path:
+    """Write ``card`` beside ``model_path`` (``.json``), atomically; refuses the shipped
+    folder like every other write."""
+    from ..io.atomic import atomic_write_bytes
+
+    path = Path(model_path).with_suffix(".json")
+    check_not_shipped(path.parent, "model card")
+    return atomic_write_bytes(path, (json.dumps(card.to_dict(), indent=2) + "\n").encode())
 
 
 def _without_optimizer(model):
