@@ -349,6 +349,10 @@ def test_finetune_rounds_accumulate_kept_corrections(tmp_path, tiny_unet_path, c
     assert card["round"] == 2 and card["pairs"] == 2 and card["corrections"]["pairs"] == 2
     assert len(kept_corrections(tmp_path / "m" / "r2.keras")) == 2
     assert len(kept_corrections(r1)) == 1  # the base's corrections are untouched
+    from nucleoseg.io.atomic import current_umask
+
+    mode = (tmp_path / "m" / "r2.corrections").stat().st_mode & 0o777
+    assert mode == 0o777 & ~current_umask()  # not mkdtemp's 0700
     # without consent nothing is kept
     assert main(["finetune", "--base", str(r1), "--image", str(tmp_path / "x2.png"),
                  "--labels", str(tmp_path / "x2_labels.tif"), "--name", "r3", *common]) == 0

@@ -147,6 +147,8 @@ def fine_tune(
                       "improved": bool(improved)}
     if fit_model is not model:
         model.set_weights(fit_model.get_weights())  # float32 weights, saved as float32
+    import keras
+
     record = {k: v for k, v in card.record.items()
               if k not in ("test", "test_by_dataset", "validation", "validation_by_dataset",
                            "postprocess_search")}
@@ -156,7 +158,7 @@ def fine_tune(
         "epochs": result.epochs_run, "steps_per_epoch": steps_per_epoch,
         "batch_size": batch_size, "patch": patch, "learning_rate": learning_rate,
         "freeze_encoder": freeze_encoder, "precision": precision,
-        "keras_backend": _backend_name(),
+        "keras_backend": keras.backend.backend(),
         "seconds": round(time.perf_counter() - t0, 1),
         "history": result.history, "validation": validation,
         "pair_sizes": [list(p[0].shape[:2]) for p in pairs],
@@ -175,12 +177,6 @@ def fine_tune(
     if staged is not None:
         _swap_in(staged, folder / f"{name}.corrections")
     return path
-
-
-def _backend_name() -> str:
-    import keras
-
-    return keras.backend.backend()
 
 
 def kept_corrections(model: str | Path) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -204,11 +200,16 @@ def kept_corrections(model: str | Path) -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 def _stage_corrections(folder: Path, name: str, pairs) -> Path:
-    """Write the pairs into a fresh hidden folder beside where they will live."""
+    """Write the pairs into a fresh hidden folder beside where they will live (with the mode
+    a plain ``mkdir`` would give it: ``mkdtemp`` makes it 0700)."""
+    import os
     import tempfile
+
+    from ..io.atomic import current_umask
 
     folder.mkdir(parents=True, exist_ok=True)
     staged = Path(tempfile.mkdtemp(prefix=f".{name}.corrections-", dir=folder))
+    os.chmod(staged, 0o777 & ~current_umask())
     for k, (image, labels) in enumerate(pairs):
         np.savez_compressed(staged / f"pair-{k:04d}.npz", image=np.asarray(image),
                             labels=np.asarray(labels))
