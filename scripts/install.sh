@@ -18,4 +18,12 @@ fi
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e ".[${extras}]"
+if [[ ",${extras}," == *",testing,"* ]] && ! .venv/bin/python -c "import torch" 2>/dev/null; then
+  # PyTorch for the backend-parity tests, CPU build: PyTorch's CPU index where it answers
+  # (~200 MB), else 2.13.0 (a CPU build where a local wheel house has it, as on our CI
+  # machine; PyPI's Linux build of it pulls CUDA libraries)
+  .venv/bin/python -m pip install -q --timeout 15 --retries 0 torch \
+      --index-url https://download.pytorch.org/whl/cpu 2>/dev/null ||
+    .venv/bin/python -m pip install -q "torch==2.13.0"
+fi
 echo "installed napari-nucleoseg[${extras}] into .venv"

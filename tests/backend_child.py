@@ -21,9 +21,11 @@ def main(argv: list[str]) -> None:
     mode, out = argv[0], argv[1]
     if mode == "probs":
         image = open_image(argv[2])
-        arrays = {"backend": np.array(keras.backend.backend())}
+        arrays = {}
         for name in argv[3:]:
             seg = Segmenter.load(name, precision="float32")
+            arrays["backend"] = np.array("openvino" if seg.engine == "openvino"
+                                         else keras.backend.backend())
             arrays[f"{name}_probs"] = run(seg.probabilities(image)).astype(np.float32)
             arrays[f"{name}_labels"] = run(seg.segment(image))
         np.savez_compressed(out, **arrays)

@@ -279,7 +279,8 @@ def _segment(conn, stop, cache, model: str, image, settings: dict, device: str =
 
     import keras
 
-    used = {"precision": seg.precision, "backend": keras.backend.backend()}
+    used = {"precision": seg.precision,
+            "backend": "openvino" if seg.engine == "openvino" else keras.backend.backend()}
     seen = _devices(conn, stop, cache)
     if device == "auto":
         return {"labels": drive(), **used, "device": seen[2] if len(seen) > 2 else "CPU"}

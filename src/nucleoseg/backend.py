@@ -1,9 +1,14 @@
 """One place that chooses the Keras backend and the device, before Keras is imported.
 
 Our models use only ``keras.layers``/``keras.ops``, so the same ``.keras`` files run on
-TensorFlow, JAX or PyTorch. ``auto`` takes a GPU-capable backend that is installed *and*
-sees a GPU (JAX, then PyTorch, then TensorFlow), else TensorFlow on the CPU (bfloat16 where
-the CPU computes it natively, see :mod:`nucleoseg.models.precision`).
+TensorFlow, JAX or PyTorch. ``openvino`` loads them with Keras on TensorFlow and runs
+inference through OpenVINO's CPU runtime (:mod:`nucleoseg.inference.openvino_engine`;
+training and fine-tuning stay on TensorFlow). ``auto`` takes a GPU-capable backend that is
+installed *and* sees a GPU (JAX, then PyTorch, then TensorFlow); without one, OpenVINO on the
+CPU when it is installed (it is a dependency: 1.2x faster than TensorFlow in float32 and
+2-5x in bfloat16 on this project's CPU, ``benchmarks/results/cpu_engines_cpu.txt``), else
+TensorFlow on the CPU. bfloat16 is used where the CPU computes it natively (see
+:mod:`nucleoseg.models.precision`).
 
 The choice comes from (first that is set): the ``backend`` argument (CLI ``--backend``, the
 panels), ``$NUCLEOSEG_BACKEND``, ``$KERAS_BACKEND``, else ``auto``.
@@ -16,7 +21,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 
-BACKENDS = ("auto", "tensorflow", "jax", "torch")
+BACKENDS = ("auto", "tensorflow", "jax", "torch", "openvino")
 DEVICES = ("auto", "cpu", "gpu")
 
 #: What to install for a GPU, per platform (also printed by ``nucleoseg info``).
@@ -41,17 +46,28 @@ class Choice:
     reason: str
     gpus: list[str] = field(default_factory=list)
 
+    @property
+    def keras_backend(self) -> str:
+        """The Keras backend to import (OpenVINO inference loads models with TensorFlow)."""
+        return "tensorflow" if self.backend == "openvino" else self.backend
+
+    @property
+    def engine(self) -> str:
+        """What runs inference: ``"openvino"`` or ``"keras"``."""
+        return "openvino" if self.backend == "openvino" else "keras"
+
 
 def installed(backend: str) -> bool:
     """Whether ``backend``'s package is importable (without importing it)."""
-    module = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}[backend]
+    module = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch",
+              "openvino": "openvino"}[backend]
     return importlib.util.find_spec(module) is not None
 
 
 def gpu_names(backend: str) -> list[str]:
     """Names of the GPUs ``backend`` sees (imports the backend's package; [] when absent)."""
-    if not installed(backend):
-        return []
+    if backend == "openvino" or not installed(backend):
+        return []  # OpenVINO is used on the CPU only
     try:
         if backend == "jax":
             import jax
@@ -74,6 +90,13 @@ def gpu_names(backend: str) -> list[str]:
         return []
 
 
+def _keras_backend_env() -> str | None:
+    """``$KERAS_BACKEND`` when it names a backend other than Keras's default (TensorFlow,
+    which says nothing about the engine: it leaves ``auto``)."""
+    value = os.environ.get("KERAS_BACKEND", "").lower()
+    return value if value and value != "tensorflow" else None
+
+
 def choose(backend: str | None = None, device: str = "auto") -> Choice:
     """Decide backend and device (see the module docstring); imports nothing of Keras.
 
@@ -84,7 +107,7 @@ def choose(backend: str | None = None, device: str = "auto") -> Choice:
         backend sees no GPU.
     """
     backend = (backend or os.environ.get("NUCLEOSEG_BACKEND") or
-               os.environ.get("KERAS_BACKEND") or "auto").lower()
+               _keras_backend_env() or "auto").lower()
     if backend not in BACKENDS:
         raise BackendError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if device not in DEVICES:
@@ -99,11 +122,21 @@ def choose(backend: str | None = None, device: str = "auto") -> Choice:
         if device == "gpu":
             hint = GPU_INSTALL.get(sys.platform, GPU_INSTALL["linux"])
             raise BackendError(f"no installed backend sees a GPU; install one: {hint}")
-        return Choice("tensorflow", "cpu", "no GPU visible: TensorFlow on the CPU")
+        if installed("openvino"):
+            return Choice("openvino", "cpu", "no GPU visible: OpenVINO on the CPU (faster "
+                          "than TensorFlow there)")
+        return Choice("tensorflow", "cpu", "no GPU visible and OpenVINO not installed: "
+                      "TensorFlow on the CPU")
     if not installed(backend):
-        extra = {"tensorflow": "", "jax": "[jax]", "torch": "[torch]"}[backend]
+        extra = {"tensorflow": "", "jax": "[jax]", "torch": "[torch]", "openvino": ""}[backend]
         raise BackendError(f"the {backend} backend is not installed: "
-                           f'pip install "napari-nucleoseg{extra}"')
+                           f'pip install "napari-nucleoseg{extra}"' +
+                           (" openvino" if backend == "openvino" else ""))
+    if backend == "openvino":
+        if device == "gpu":
+            raise BackendError("OpenVINO is used on the CPU only; for a GPU choose "
+                               "--backend auto, jax or torch")
+        return Choice("openvino", "cpu", "openvino asked for: inference on the CPU")
     if device == "cpu":
         return Choice(backend, "cpu", f"{backend} asked for, on the CPU")
     gpus = gpu_names(backend)
@@ -124,13 +157,14 @@ def apply(choice: Choice) -> None:
     if "keras" in sys.modules:
         import keras
 
-        if keras.backend.backend() != choice.backend:
+        if keras.backend.backend() != choice.keras_backend:
             raise BackendError(f"Keras was already imported with the "
                                f"{keras.backend.backend()} backend; choose the backend first")
-    os.environ["KERAS_BACKEND"] = choice.backend
+    os.environ["KERAS_BACKEND"] = choice.keras_backend
+    os.environ["NUCLEOSEG_ENGINE"] = choice.engine
     if choice.device == "cpu":
         os.environ.setdefault("JAX_PLATFORMS", "cpu")
-        if choice.backend == "tensorflow":
+        if choice.keras_backend == "tensorflow":
             os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
 
@@ -142,7 +176,8 @@ def describe() -> list[str]:
     for name in BACKENDS[1:]:
         if installed(name):
             gpus = gpu_names(name)
-            lines.append(f"  {name}: installed; GPUs: {', '.join(gpus) if gpus else 'none'}")
+            lines.append(f"  {name}: installed; " + ("CPU inference" if name == "openvino"
+                         else f"GPUs: {', '.join(gpus) if gpus else 'none'}"))
         else:
             lines.append(f"  {name}: not installed")
     from .models.precision import cpu_has_native_bfloat16
@@ -153,3 +188,36 @@ def describe() -> list[str]:
     if choice.device != "gpu":
         lines.append("for a GPU: " + GPU_INSTALL.get(sys.platform, GPU_INSTALL["linux"]))
     return lines
+
+
+def inference_engine() -> str:
+    """What runs inference in this process: ``"openvino"`` or ``"keras"``.
+
+    ``$NUCLEOSEG_ENGINE`` (set by :func:`apply`) decides. Unset (a script that never chose):
+    the choice :func:`choose` makes from ``$NUCLEOSEG_BACKEND``/``$KERAS_BACKEND``, i.e.
+    OpenVINO when it is installed, nothing else was asked for, Keras runs on TensorFlow and
+    TensorFlow sees no GPU.
+    """
+    wanted = os.environ.get("NUCLEOSEG_ENGINE")
+    strict = wanted == "openvino" or \
+        os.environ.get("NUCLEOSEG_BACKEND", "").lower() == "openvino"
+    if wanted is None:
+        try:
+            wanted = choose(device="cpu").engine
+        except BackendError:
+            return "keras"
+    if wanted != "openvino":
+        return "keras"
+    import keras
+
+    problem = None
+    if not installed("openvino"):
+        problem = "OpenVINO is not installed: pip install openvino"
+    elif keras.backend.backend() != "tensorflow":
+        problem = ("OpenVINO inference loads models with Keras on TensorFlow, but Keras runs "
+                   f"on {keras.backend.backend()}")
+    if problem and strict:
+        raise BackendError(problem)
+    if problem or (not strict and gpu_names("tensorflow")):
+        return "keras"
+    return "openvino"

@@ -64,8 +64,10 @@ def _add_backend(parser: argparse.ArgumentParser) -> None:
     from .backend import BACKENDS, DEVICES
 
     parser.add_argument("--backend", choices=BACKENDS, default=None,
-                        help="Keras backend (default: $NUCLEOSEG_BACKEND, else auto = a "
-                             "GPU-capable backend that sees a GPU, else TensorFlow on the CPU)")
+                        help="Keras backend, or openvino (CPU inference through OpenVINO; "
+                             "training stays on TensorFlow). Default: $NUCLEOSEG_BACKEND, "
+                             "else auto = a GPU-capable backend that sees a GPU, else "
+                             "OpenVINO on the CPU (TensorFlow when OpenVINO is missing)")
     parser.add_argument("--device", choices=DEVICES, default="auto",
                         help="auto, cpu, or gpu (an error when the backend sees none)")
 

@@ -1,8 +1,10 @@
-"""The same .keras files on TensorFlow and JAX: probabilities, labels, fine-tuning, save/load.
+"""The same .keras files on TensorFlow, JAX, PyTorch and OpenVINO: probabilities, labels,
+fine-tuning, save/load.
 
-Each backend runs in its own process (a process keeps the backend it imported Keras with).
-PyTorch is not installed in CI (its Linux wheels pull ~2.5 GB of CUDA libraries); the same
-checks run with ``NUCLEOSEG_TEST_BACKENDS=jax,torch`` where it is installed.
+Each backend runs in its own process (a process keeps the backend it imported Keras with);
+the reference is Keras on TensorFlow (``NUCLEOSEG_ENGINE=keras``). ``scripts/install.sh
+testing`` installs JAX and PyTorch's CPU build; OpenVINO is a dependency. Name others with
+``NUCLEOSEG_TEST_BACKENDS`` (default ``jax,torch,openvino``); one not installed is skipped.
 """
 
 from __future__ import annotations
@@ -20,12 +22,22 @@ from nucleoseg.backend import BackendError, choose, installed
 from nucleoseg.models.weights import shipped_models
 
 CHILD = Path(__file__).parents[1] / "backend_child.py"
-OTHER = [b for b in os.environ.get("NUCLEOSEG_TEST_BACKENDS", "jax").split(",") if b]
+OTHER = [b for b in os.environ.get("NUCLEOSEG_TEST_BACKENDS", "jax,torch,openvino").split(",")
+         if b]
+#: Backends that train (OpenVINO runs inference only).
+TRAINING = [b for b in OTHER if b != "openvino"]
+
+
+def _env(backend: str) -> dict[str, str]:
+    """The environment of a process running ``backend`` (``openvino``: Keras on TensorFlow,
+    inference through OpenVINO)."""
+    return {**os.environ, "KERAS_BACKEND": "tensorflow" if backend == "openvino" else backend,
+            "NUCLEOSEG_ENGINE": "openvino" if backend == "openvino" else "keras",
+            "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
 def _child(backend: str, *args: str) -> None:
-    env = {**os.environ, "KERAS_BACKEND": backend, "JAX_PLATFORMS": "cpu",
-           "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env = _env(backend)
     res = subprocess.run([sys.executable, str(CHILD), *map(str, args)], env=env,
                          capture_output=True, text=True, timeout=1200)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -40,8 +52,15 @@ def test_choose_backend_and_device(monkeypatch):
     monkeypatch.delenv("NUCLEOSEG_BACKEND", raising=False)
     monkeypatch.delenv("KERAS_BACKEND", raising=False)
     c = choose("auto", "cpu")
-    assert (c.backend, c.device) == ("tensorflow", "cpu")
-    assert choose("tensorflow", "cpu").backend == "tensorflow"
+    cpu_engine = "openvino" if installed("openvino") else "tensorflow"
+    assert (c.backend, c.device, c.keras_backend) == (cpu_engine, "cpu", "tensorflow")
+    assert choose("tensorflow", "cpu").engine == "keras"
+    ov = choose("openvino", "cpu")
+    assert (ov.keras_backend, ov.engine) == ("tensorflow", "openvino")
+    with pytest.raises(BackendError, match="CPU only"):
+        choose("openvino", "gpu")
+    monkeypatch.setenv("KERAS_BACKEND", "tensorflow")  # Keras's default: still auto
+    assert choose(None, "cpu").backend == cpu_engine
     monkeypatch.setenv("NUCLEOSEG_BACKEND", "jax")
     if installed("jax"):
         assert choose(None, "cpu").backend == "jax"
@@ -77,7 +96,7 @@ def test_shipped_models_agree_across_backends(backend, tmp_path, test_tile):
 
 @pytest.mark.slow
 @pytest.mark.data
-@pytest.mark.parametrize("backend", OTHER)
+@pytest.mark.parametrize("backend", TRAINING)
 def test_finetune_and_cross_backend_save_load(backend, tmp_path, test_tile, tiny_unet_path):
     """A few fine-tune steps under the other backend lower the loss; the model it saves
     loads and segments under TensorFlow, and a TensorFlow-saved model under it."""
@@ -116,8 +135,7 @@ def test_cli_backend_flag_gives_the_tensorflow_labels(backend, tmp_path, thresho
             [sys.executable, "-m", "nucleoseg.cli", "segment", str(tmp_path / "x.png"), "-o",
              str(outs[b]), "--model", str(threshold_model_path), "--backend", b,
              "--device", "cpu", "--precision", "float32", "-q"],
-            env={**os.environ, "JAX_PLATFORMS": "cpu"}, capture_output=True, text=True,
-            timeout=600)
+            env=_env(b), capture_output=True, text=True, timeout=600)
         assert res.returncode == 0, res.stderr[-2000:]
     a, b = np.load(outs["tensorflow"]), np.load(outs[backend])
     assert a.max() > 5 and (a > 0).sum() == (b > 0).sum() and ((a > 0) == (b > 0)).all()

@@ -120,8 +120,9 @@ def backend_choice() -> Any:
     return ComboBox(
         label="backend", choices=["auto", *(b for b in BACKENDS[1:] if installed(b))],
         value="auto",
-        tooltip="Keras backend of the compute process: auto = a GPU-capable backend that "
-                "sees a GPU, else TensorFlow on the CPU (the next run restarts the process)")
+        tooltip="backend of the compute process: auto = a GPU-capable backend that sees a "
+                "GPU, else OpenVINO on the CPU (TensorFlow when OpenVINO is missing; "
+                "training always runs on Keras); the next run restarts the process")
 
 
 def notify_error(exc: BaseException) -> None:

@@ -56,6 +56,8 @@ def predict_batch(model: Any, x: np.ndarray) -> np.ndarray:
     then fail for some sizes ("padded_shape ... is not divisible by block_shape"), e.g. a
     second image of another width. Keeping one function per shape keeps every trace static.
     """
+    if not hasattr(model, "make_predict_function"):  # e.g. an OpenVINOModel
+        return np.asarray(model(x))
     functions = _PREDICT_FUNCTIONS.setdefault(model, OrderedDict())
     key = tuple(x.shape)
     if key not in functions:
@@ -72,6 +74,8 @@ def predict_batch(model: Any, x: np.ndarray) -> np.ndarray:
 def traced_shapes(model: Any) -> list[tuple[int, ...]]:
     """Input shapes :func:`predict_batch` holds a traced predict function for (oldest
     first)."""
+    if hasattr(model, "compiled_shapes"):
+        return model.compiled_shapes
     return list(_PREDICT_FUNCTIONS.get(model, {}))
 
 

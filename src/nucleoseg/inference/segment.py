@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..models.card import InferenceSettings, ModelCard
+from .device_memory import MIN_TILE, free_gpu_memory, gpu_tiling, is_out_of_memory
 from .postprocess import PostprocessParams, probabilities_to_labels, suppress_fill
 from .predict import Progress, predict_tiled
 
@@ -19,8 +20,9 @@ class Segmenter:
 
     Attributes
     ----------
-    model : keras.Model
-        Maps ``(B, H, W, 3)`` float32 in [0, 1] to ``(B, H, W, 2)`` probabilities.
+    model : keras.Model or callable
+        Maps ``(B, H, W, 3)`` float32 in [0, 1] to ``(B, H, W, 2)`` probabilities: a Keras
+        model, or an :class:`~nucleoseg.inference.openvino_engine.OpenVINOModel`.
     stride : int
         Input sides must be multiples of it.
     tile, halo, batch_size : int
@@ -57,14 +59,33 @@ class Segmenter:
         ``overrides`` replace card values: ``tile``, ``halo``, ``batch_size`` and any
         :class:`PostprocessParams` field.
         """
+        from ..backend import inference_engine
         from ..models.precision import resolve_precision, with_precision
         from ..models.weights import load_model
 
         model, card = load_model(name_or_path)
-        precision = resolve_precision(precision or "auto", card)
-        seg = cls.from_card(with_precision(model, precision), card, **overrides)
+        engine = inference_engine()
+        precision = resolve_precision(precision or "auto", card, engine)
+        if engine == "openvino":
+            from .openvino_engine import OpenVINOModel
+
+            runner = OpenVINOModel(model, precision, checksum=card.sha256)
+        else:
+            runner = with_precision(model, precision)
+        seg = cls.from_card(runner, card, **overrides)
         seg.precision = precision
+        free = free_gpu_memory() if seg.engine == "keras" else None
+        if free is not None and overrides.get("tile") is None \
+                and overrides.get("batch_size") is None:
+            seg.tile, seg.batch_size = gpu_tiling(model, seg.tile, seg.stride, free, precision)
         return seg
+
+    @property
+    def engine(self) -> str:
+        """What runs the model: ``"openvino"`` or ``"keras"``."""
+        from .openvino_engine import OpenVINOModel
+
+        return "openvino" if isinstance(self.model, OpenVINOModel) else "keras"
 
     @classmethod
     def from_card(cls, model: Any, card: ModelCard | dict, **overrides: Any) -> Segmenter:
@@ -102,16 +123,51 @@ class Segmenter:
             else ((False, False),)
         total = None
         for k, (flip_r, flip_c) in enumerate(flips):
-            view = image[::-1 if flip_r else 1, ::-1 if flip_c else 1]
-            probs = yield from _numbered(predict_tiled(
-                self.model, np.ascontiguousarray(view), tile=self.tile, halo=self.halo,
-                stride=self.stride, batch_size=self.batch_size, should_stop=should_stop,
-            ), k, len(flips))
+            view = np.ascontiguousarray(image[::-1 if flip_r else 1, ::-1 if flip_c else 1])
+            probs = yield from _numbered(self._predict(view, should_stop), k, len(flips))
             probs = probs[::-1 if flip_r else 1, ::-1 if flip_c else 1]
             total = probs.astype(np.float32, copy=True) if total is None else total + probs
         if len(flips) > 1:
             total /= len(flips)
         return suppress_fill(total, image)
+
+    def _predict(self, image: np.ndarray, should_stop: Callable[[], bool] | None
+                 ) -> Generator[Progress, None, np.ndarray]:
+        """Tiled probabilities; on running out of memory, again with half the batch, then
+        half the tile (down to :data:`~nucleoseg.inference.device_memory.MIN_TILE`), then on
+        the CPU. The smaller settings are kept for the next image."""
+        on_cpu = False
+        while True:
+            try:
+                if on_cpu:
+                    import keras
+
+                    with keras.device("cpu:0"):
+                        return (yield from self._tiled(image, should_stop))
+                return (yield from self._tiled(image, should_stop))
+            except Exception as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                if self.batch_size > 1:
+                    self.batch_size //= 2
+                elif self.tile // 2 >= MIN_TILE:
+                    self.tile = max(MIN_TILE, self.tile // 2 // self.stride * self.stride)
+                elif not on_cpu and self.engine == "keras" and free_gpu_memory() is not None:
+                    on_cpu = True
+                else:
+                    raise MemoryError(f"out of memory even with {self.tile}-px tiles one at "
+                                      "a time; close other programs or use a smaller "
+                                      "image") from exc
+                where = "the CPU" if on_cpu else f"{self.tile}-px tiles, batch " \
+                    f"{self.batch_size}"
+                _warn(f"out of memory: retrying with {where}")
+                yield -1, -1, f"out of memory: retrying with {where}"
+
+    def _tiled(self, image: np.ndarray, should_stop: Callable[[], bool] | None
+               ) -> Generator[Progress, None, np.ndarray]:
+        return (yield from predict_tiled(
+            self.model, image, tile=self.tile, halo=self.halo, stride=self.stride,
+            batch_size=self.batch_size, should_stop=should_stop))
 
     def segment(
         self, image: np.ndarray, should_stop: Callable[[], bool] | None = None
@@ -135,3 +191,9 @@ def _numbered(gen, k: int, n: int):
             yield done, total, f"flip {k + 1}/{n}: {msg}"
     except StopIteration as stop:
         return stop.value
+
+
+def _warn(message: str) -> None:
+    import warnings
+
+    warnings.warn(message, RuntimeWarning, stacklevel=3)

@@ -79,6 +79,7 @@ def plan_slide(
     **overrides
         ``tile``, ``halo``, ``batch_size`` and post-processing settings.
     """
+    from ..backend import inference_engine
     from ..io.tissue import tissue_mask
     from ..io.wsi import open_slide, working_resolution
     from ..models.precision import resolve_precision
@@ -90,7 +91,7 @@ def plan_slide(
                          "slides run without it")
     model_path = resolve_model_path(model)
     card = read_card(model_path)
-    precision = resolve_precision(precision or "auto", card)
+    precision = resolve_precision(precision or "auto", card, inference_engine())
     classifier = ""
     if classify:
         from ..classify.classifier import resolve_classifier_path

@@ -42,15 +42,22 @@ def _accelerator_present() -> bool:
     """Whether the Keras backend sees a GPU/TPU (imports the backend)."""
     import keras
 
+    from ..backend import gpu_names
+
+    backend = keras.backend.backend()
+    if backend in ("torch", "openvino"):  # no keras.distribution on these backends
+        return bool(gpu_names(backend))
     devices = keras.distribution.list_devices()
     return any(not d.lower().startswith("cpu") for d in devices)
 
 
-def resolve_precision(precision: str = "auto", card: Any = None) -> str:
+def resolve_precision(precision: str = "auto", card: Any = None, engine: str = "keras") -> str:
     """``"auto"`` to the precision this machine runs best; other values checked and returned.
 
     A model card can opt out of bfloat16 on the CPU with ``inference.cpu_bfloat16: false``
-    (DeepLabV3+: its depthwise convolutions run slower in bfloat16 there).
+    (DeepLabV3+: TensorFlow's depthwise convolutions run slower in bfloat16); the opt-out is
+    about Keras' kernels, so ``engine="openvino"`` (4x faster in bfloat16 for DeepLabV3+ too,
+    ``benchmarks/results/cpu_engines_cpu.txt``) ignores it.
 
     Raises
     ------
@@ -63,7 +70,7 @@ def resolve_precision(precision: str = "auto", card: Any = None) -> str:
         return precision
     from .card import ModelCard
 
-    wanted = ModelCard.coerce(card).inference.cpu_bfloat16
+    wanted = ModelCard.coerce(card).inference.cpu_bfloat16 or engine == "openvino"
     if wanted and cpu_has_native_bfloat16() and not _accelerator_present():
         return "bfloat16"
     return "float32"

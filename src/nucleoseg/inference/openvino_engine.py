@@ -1,0 +1,142 @@
+"""Inference through OpenVINO's CPU runtime: the same Keras model, 1.2-5x faster on a CPU.
+
+The Keras model (TensorFlow backend) is converted once to an OpenVINO model and compiled per
+input shape for the CPU, in float32 or with bfloat16 inference precision (what OpenVINO runs
+on CPUs with ``avx512_bf16``/``amx_bf16``). Converted models are cached under the user cache
+folder by the ``.keras`` file's checksum, so only the first load of a model pays the
+conversion (~2 s). Measured against TensorFlow in ``benchmarks/cpu_engines.py``
+(``benchmarks/results/cpu_engines_cpu.txt``); the accuracy of its bfloat16 on the validation
+tiles is in ``benchmarks/results/openvino_val_cpu.txt``.
+
+Inference only: training and fine-tuning stay on Keras.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: OpenVINO inference precision hint per project precision.
+_HINTS = {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}
+_KEEP_SHAPES = 4
+
+
+def available() -> bool:
+    """Whether the ``openvino`` package is importable (without importing it)."""
+    return importlib.util.find_spec("openvino") is not None
+
+
+def cache_folder() -> Path:
+    """Where converted models are kept (``$NUCLEOSEG_CACHE`` or the user cache folder)."""
+    root = os.environ.get("NUCLEOSEG_CACHE")
+    if root:
+        return Path(root) / "openvino"
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("nucleoseg")) / "openvino"
+
+
+class OpenVINOModel:
+    """A Keras model run by OpenVINO on the CPU; call it on ``(B, H, W, 3) float32``.
+
+    Parameters
+    ----------
+    model : keras.Model
+        The float32 network (TensorFlow backend).
+    precision : str
+        ``float32``, ``bfloat16`` or ``float16``: OpenVINO's inference precision.
+    checksum : str, optional
+        The ``.keras`` file's sha256 (the card's): the converted model is cached under it.
+        Without one (a model in memory), it is converted every time.
+    """
+
+    def __init__(self, model: Any, precision: str = "float32", checksum: str | None = None
+                 ) -> None:
+        import openvino as ov
+
+        if precision not in _HINTS:
+            raise ValueError(f"precision must be one of {', '.join(_HINTS)}, not {precision!r}")
+        self.precision = precision
+        self.output_channels = int(model.outputs[0].shape[-1])
+        self._core = ov.Core()
+        self._source = _converted(model, checksum, self._core)
+        self._compiled: OrderedDict[tuple[int, ...], Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @property
+    def compiled_shapes(self) -> list[tuple[int, ...]]:
+        """Input shapes compiled so far (oldest first)."""
+        return list(self._compiled)
+
+    def _request(self, shape: tuple[int, ...]) -> Any:
+        with self._lock:
+            if shape not in self._compiled:
+                model = self._source.clone()
+                model.reshape({model.inputs[0]: list(shape)})
+                compiled = self._core.compile_model(model, "CPU", {
+                    "INFERENCE_PRECISION_HINT": _HINTS[self.precision],
+                    "PERFORMANCE_HINT": "LATENCY"})
+                self._compiled[shape] = compiled.create_infer_request()
+                while len(self._compiled) > _KEEP_SHAPES:
+                    self._compiled.popitem(last=False)
+            self._compiled.move_to_end(shape)
+            return self._compiled[shape]
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        request = self._request(tuple(x.shape))
+        request.infer({0: x})
+        return np.array(request.get_output_tensor(0).data, dtype=np.float32)
+
+
+def _converted(model: Any, checksum: str | None, core: Any) -> Any:
+    """The OpenVINO model of ``model``: from the cache when its checksum is there."""
+    import openvino as ov
+
+    # keyed by the weights and the converter: a new OpenVINO converts again
+    cached = cache_folder() / f"{checksum}-{ov.__version__.split('-')[0]}.xml" if checksum \
+        else None
+    if cached is not None and cached.exists() and cached.with_suffix(".bin").exists():
+        try:
+            return core.read_model(str(cached))
+        except Exception:  # a damaged cache entry is converted again
+            pass
+    converted = _convert(model)
+    if cached is not None:
+        try:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(dir=cached.parent, prefix=".convert-"))
+            try:
+                ov.save_model(converted, str(staging / "model.xml"), compress_to_fp16=False)
+                # the weights first: a reader that finds the .xml finds its .bin
+                os.replace(staging / "model.bin", cached.with_suffix(".bin"))
+                os.replace(staging / "model.xml", cached)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+        except OSError:  # a read-only or full cache only costs the conversion next time
+            pass
+    return converted
+
+
+def _convert(model: Any) -> Any:
+    """Convert a Keras (TensorFlow backend) model to an OpenVINO model, any input size."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        raise RuntimeError("OpenVINO conversion needs Keras on the TensorFlow backend, not "
+                           f"{keras.backend.backend()}")
+    with tempfile.TemporaryDirectory(prefix="nucleoseg-ov-") as tmp:
+        import openvino as ov
+
+        path = Path(tmp) / "model.xml"
+        model.export(str(path), format="openvino", verbose=False, input_signature=[
+            keras.InputSpec(shape=(None, None, None, 3), dtype="float32")])
+        return ov.Core().read_model(str(path))
