@@ -161,16 +161,20 @@ def main() -> None:
     import tempfile
     from pathlib import Path
 
+    import keras
     import tifffile
     from tiling import big_image
 
+    from nucleoseg.backend import inference_engine
     from nucleoseg.cli import main as cli
     from nucleoseg.inference.postprocess import probabilities_to_labels
     from nucleoseg.inference.predict import normalize, predict_batch, run
     from nucleoseg.inference.segment import Segmenter
     from nucleoseg.inference.tiling import fit_grid
+    from nucleoseg.models.weights import load_model
 
     kind, device = where_models_run()
+    print(f"inference engine: {inference_engine()} (NUCLEOSEG_ENGINE / --backend)")
     gemm = sgemm_gflops if kind == "cpu" else gpu_gemm_gflops
     rates = [gemm()]
     print(f"device: {device}")
@@ -185,7 +189,7 @@ def main() -> None:
         seg = Segmenter.load(name, precision=precision, **settings)
         if (name, seg.precision) in {(r[0], r[1]) for r in rows}:
             continue
-        fpp = flops_per_pixel(Segmenter.load(name, precision="float32").model)
+        fpp = flops_per_pixel(load_model(name)[0])
         side = min(2048, args.size)
         tile = normalize(image[:side, :side])[None]
         # the grid's own tile: some models run slower per pixel on smaller tiles
@@ -213,7 +217,8 @@ def main() -> None:
         tiled, post = best["tiled"], best["post"]
         # the command itself: read the TIFF, load the model, tile, post-process, write
         argv = ["segment", str(tmp / "image.tif"), "-o", str(tmp / "labels.tif"), "-m", name,
-                "--precision", seg.precision, "-q"]
+                "--precision", seg.precision, "-q", "--backend",
+                "openvino" if seg.engine == "openvino" else keras.backend.backend()]
         argv += [a for k, v in settings.items() if v is not None for a in (f"--{k}", str(v))]
         command = min(_timed(lambda a=argv: cli(a)) for _ in range(2))
         rows.append((name, seg.precision, fpp, bare_mps, f"{th}x{tw}", used,

@@ -60,6 +60,15 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- parser
+def _add_stain(parser: argparse.ArgumentParser) -> None:
+    from .io.stain import STAIN_METHODS
+
+    parser.add_argument("--stain", choices=STAIN_METHODS, default="none",
+                        help="stain normalisation before the model (images in memory): "
+                             "reinhard = match the training data's colour statistics "
+                             "(default none: it did not help on the validation tiles)")
+
+
 def _add_backend(parser: argparse.ArgumentParser) -> None:
     from .backend import BACKENDS, DEVICES
 
@@ -117,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write <labels>_nuclei.csv (centroid, area, perimeter, ...)")
     s.add_argument("--tta", action="store_true",
                    help="quality setting: average the model over 4 flips (4x the model time)")
+    _add_stain(s)
     s.add_argument("--classify", nargs="?", const="consep_types", metavar="CLASSIFIER",
                    help="classify every nucleus (default classifier: consep_types = other, "
                         "inflammatory, epithelial, spindle): prints counts per class, adds a "
@@ -218,6 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "nuclei only)")
     c.add_argument("--trees", type=int, default=100)
     c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--patch-epochs", type=int, default=25,
+                   help="epochs of the patch CNN averaged with the forest (0: forest only; "
+                        "its weight is chosen on the validation tiles)")
     _add_backend(c)
     c.set_defaults(func=cli_train.cmd_train_classifier)
 
@@ -233,7 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("models", nargs="*", help="model names or paths (default: all shipped)")
     b.add_argument("--data", help="data root holding monuseg/, consep/ (default "
                                   "$NUCLEOSEG_DATA or ../shared/data)")
-    b.add_argument("--datasets", help="comma-separated data sets (default: every one found)")
+    b.add_argument("--datasets", help="comma-separated data sets (default: every one found; "
+                   "dsb2018_he = the DSB2018 H&E-like samples, labs in neither training set)")
+    _add_stain(b)
     b.add_argument("--split", default="test", choices=["test", "val"],
                    help="official test tiles, or the validation tiles held out of training")
     b.add_argument("--limit", type=int, help="first N tiles of each data set only")

@@ -114,7 +114,8 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     if not models:
         raise UsageError("no models to benchmark")
     try:
-        datasets = parse_datasets(args.datasets) if args.datasets else present(args.data)
+        datasets = parse_datasets(args.datasets, held_out=True) if args.datasets \
+            else present(args.data)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     if not datasets:
@@ -124,7 +125,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         bar, update = _progress_bar(f"benchmark {ds}", not args.quiet)
         rows = run(benchmark(models, args.data, split=args.split,
                              include_baseline=not args.no_baseline, limit=args.limit,
-                             precision=args.precision, dataset=ds,
+                             precision=args.precision, dataset=ds, stain=args.stain,
                              classifier=None if args.no_classify else args.classifier), update)
         bar.close()
         used = sorted({r["compute_precision"] for r in rows if "compute_precision" in r})

@@ -53,7 +53,7 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
     from .models.card import InferenceSettings, PostprocessParams, setting_values
 
     return {**setting_values(args, InferenceSettings, PostprocessParams),
-            "tta": args.tta or None}
+            "tta": args.tta or None, "stain": args.stain}
 
 
 def _segment_images(pairs: list[tuple[Path, Path]], args: argparse.Namespace) -> None:

@@ -115,7 +115,8 @@ def cmd_train_classifier(args: argparse.Namespace) -> int:
     check_not_shipped(out, "classifier")
     seg = None if args.segmentation_model.lower() == "none" else args.segmentation_model
     train_consep_classifier(out, args.name, args.data, segmentation_model=seg,
-                            trees=args.trees, seed=args.seed)
+                            trees=args.trees, seed=args.seed,
+                            patch_epochs=args.patch_epochs)
     return 0
 
 

@@ -126,8 +126,46 @@ def test_train_classifier_command(tmp_path, data_root, capsys):
     from nucleoseg.cli import main
 
     assert main(["train-classifier", "--data", str(data_root), "--out", str(tmp_path),
-                 "--name", "t", "--segmentation-model", "none", "--trees", "10"]) == 0
+                 "--name", "t", "--segmentation-model", "none", "--trees", "10",
+                 "--patch-epochs", "0"]) == 0
     clf = NucleusClassifier.load(tmp_path / "t.npz")
     val = clf.card["validation"]["true_nuclei"]
     assert val["f_d"] == 1.0 and 0.5 < val["accuracy"] <= 1.0
     assert clf.card["training"]["validation_tiles"] and "saved" in capsys.readouterr().out
+
+
+def test_patch_net_joins_the_forest_and_round_trips(tmp_path):
+    """A patch CNN trained on two kinds of nuclei is saved beside the forest with its
+    checksum, loads with the same probabilities, and a changed or escaping file is refused."""
+    from nucleoseg.classify.patch_net import PATCH, nucleus_patches, train_patch_net
+
+    img, lab, kinds = _two_kinds()
+    ids, feats = nucleus_features(img, lab)
+    y = np.array([kinds[int(i)] for i in ids])
+    patches = nucleus_patches(img, lab, ids)
+    assert patches.shape == (len(ids), PATCH, PATCH, 4) and patches.dtype == np.uint8
+    assert (patches[:, PATCH // 2, PATCH // 2, 3] == 255).all()  # the nucleus is marked
+    clf = NucleusClassifier.fit(feats, y, ["small", "large"], trees=10)
+    logs: list[str] = []
+    clf.patch_net = train_patch_net(patches, y, 2, epochs=3, log=logs.append)
+    clf.patch_weight = 0.5
+    assert len(logs) == 3 and "epoch 3/3" in logs[-1]
+    _, before = clf.predict_proba(img, lab)
+    path = clf.save(tmp_path, "mine")
+    card = json.loads(path.with_suffix(".json").read_text())
+    assert card["patch_net"]["file"] == "mine.keras" and card["patch_net"]["weight"] == 0.5
+    loaded = NucleusClassifier.load(path)
+    _, after = loaded.predict_proba(img, lab)
+    np.testing.assert_allclose(after, before, atol=1e-3)
+    assert not np.allclose(after, clf.forest.predict_proba(feats))  # the net takes part
+
+    card["patch_net"]["file"] = "../elsewhere.keras"
+    path.with_suffix(".json").write_text(json.dumps(card))
+    with pytest.raises(ClassifierError, match="patch net .* is missing"):
+        NucleusClassifier.load(path)
+    card["patch_net"]["file"] = "mine.keras"
+    path.with_suffix(".json").write_text(json.dumps(card))
+    with open(tmp_path / "mine.keras", "ab") as f:
+        f.write(b"x")
+    with pytest.raises(ClassifierError, match="corrupted or was changed"):
+        NucleusClassifier.load(path)

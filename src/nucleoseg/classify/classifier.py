@@ -112,12 +112,20 @@ class NucleusClassifier:
         The fitted trees.
     card : dict
         Everything else worth keeping (training data, metrics, time).
+    patch_net : keras.Model, optional
+        A :mod:`~nucleoseg.classify.patch_net` CNN whose probabilities are averaged with the
+        forest's, weighted ``patch_weight`` (the shipped CoNSeP classifier has one).
+    patch_weight : float
+        Weight of the patch net's probabilities, in [0, 1].
     """
 
     classes: list[str]
     colors: list[str]
     forest: Forest
     card: dict[str, Any] = field(default_factory=dict)
+    patch_net: Any = None
+    patch_weight: float = 0.0
+    _runner: Any = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def fit(
@@ -164,11 +172,25 @@ class NucleusClassifier:
         proba = self.forest.predict_proba(features.astype(np.float32))
         return proba.argmax(axis=1), proba
 
+    def predict_proba(self, image: np.ndarray, labels: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        """Class probabilities of every nucleus: ``(ids (N,), probabilities (N, C))``."""
+        ids, feats = nucleus_features(image, labels)
+        _, proba = self.predict_features(feats)
+        if self.patch_net is not None and ids.size:
+            from .patch_net import PatchRunner, nucleus_patches
+
+            if self._runner is None:
+                self._runner = PatchRunner(self.patch_net,
+                                           self.card.get("patch_net", {}).get("sha256"))
+            cnn = self._runner(nucleus_patches(image, labels, ids))
+            proba = (1 - self.patch_weight) * proba + self.patch_weight * cnn
+        return ids, proba
+
     def predict(self, image: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Class of every nucleus: ``(ids (N,), class indices (N,))``."""
-        ids, feats = nucleus_features(image, labels)
-        cls_idx, _ = self.predict_features(feats)
-        return ids, cls_idx
+        ids, proba = self.predict_proba(image, labels)
+        return ids, proba.argmax(axis=1)
 
     def class_names(self, indices: np.ndarray) -> list[str]:
         """Names of class indices."""
@@ -191,8 +213,17 @@ class NucleusClassifier:
             raise ClassifierError(str(exc)) from None
         buf = _io.BytesIO()
         np.savez_compressed(buf, **self.forest.arrays())
+        card = {k: v for k, v in self.card.items() if k != "patch_net"}
+        if self.patch_net is not None:
+            from ..io.atomic import atomic_write
+            from .patch_net import PATCH
+
+            net_path = atomic_write(directory / f"{name}.keras",
+                                    lambda p: self.patch_net.save(p))
+            card["patch_net"] = {"file": net_path.name, "sha256": sha256(net_path),
+                                 "weight": self.patch_weight, "patch": PATCH}
         path = atomic_write_bytes(directory / f"{name}.npz", buf.getvalue())
-        card = {**self.card, "name": name, "kind": "nucleus_classifier",
+        card = {**card, "name": name, "kind": "nucleus_classifier",
                 "card_version": CLASSIFIER_VERSION, "classes": self.classes,
                 "colors": self.colors, "features": list(FEATURE_NAMES),
                 "sha256": sha256(path)}
@@ -233,7 +264,40 @@ class NucleusClassifier:
         classes, colors = list(card["classes"]), list(card["colors"])
         if forest.value.shape[1] != len(classes) or len(colors) != len(classes):
             raise ClassifierError(f"{path.name}: classes and trees do not match")
-        return cls(classes, colors, forest, card)
+        net, weight = _load_patch_net(path, card.get("patch_net"), len(classes))
+        return cls(classes, colors, forest, card, net, weight)
+
+
+def _load_patch_net(npz_path: Path, entry: dict | None, n_classes: int
+                    ) -> tuple[Any, float]:
+    """The patch net a card names (checked against its checksum), or ``(None, 0.0)``."""
+    if not entry:
+        return None, 0.0
+    from ..models.weights import sha256
+    from .patch_net import PATCH
+
+    name = Path(str(entry.get("file", "")))
+    net_path = npz_path.parent / name.name
+    if name.name != str(name) or not net_path.is_file():  # only a file beside the card
+        raise ClassifierError(f"{npz_path.name}: its patch net {name} is missing")
+    if not entry.get("sha256") or sha256(net_path) != entry["sha256"]:
+        raise ClassifierError(f"{net_path.name} is corrupted or was changed (SHA-256 differs "
+                              "from its card)")
+    if entry.get("patch") != PATCH:
+        raise ClassifierError(f"{net_path.name} expects {entry.get('patch')}-px patches; "
+                              f"this version cuts {PATCH}")
+    import keras
+
+    try:
+        net = keras.saving.load_model(net_path, compile=False)
+    except Exception as exc:  # Keras raises several types for a damaged file
+        raise ClassifierError(f"cannot read {net_path.name}: {exc}") from None
+    if int(net.outputs[0].shape[-1]) != n_classes:
+        raise ClassifierError(f"{net_path.name}: classes and patch net do not match")
+    weight = float(entry.get("weight", 0.5))
+    if not 0 <= weight <= 1:
+        raise ClassifierError(f"{npz_path.name}: patch net weight {weight} outside [0, 1]")
+    return net, weight
 
 
 def shipped_classifier_dir() -> Path:

@@ -27,39 +27,56 @@ CONSEP_CLASSES = list(CLASS_NAMES[1:])
 CONSEP_COLORS = ["#ffd400", "#00c8ff", "#ff3030", "#30ff60"]
 
 
-def tile_features(tiles, segment: Callable | None = None) -> tuple[np.ndarray, np.ndarray]:
+def tile_features(tiles, segment: Callable | None = None, patches: bool = False):
     """Features of every true nucleus of ``tiles`` and its class index (type - 1); with
-    ``segment(image) -> labels``, also of the predicted nuclei paired to a true one."""
+    ``segment(image) -> labels``, also of the predicted nuclei paired to a true one. With
+    ``patches``, also their :func:`~nucleoseg.classify.patch_net.nucleus_patches` (a third
+    array)."""
     from ..evaluation.classification import centroids, pair_centroids
+    from .patch_net import nucleus_patches
 
-    xs, ys = [], []
+    xs, ys, ps = [], [], []
     for t in tiles:
         image, labels, types = t.image(), t.labels(), t.types()
         ids, f = nucleus_features(image, labels)
         xs.append(f)
         ys.append(np.array([types.get(int(i), 1) - 1 for i in ids], int))
+        if patches:
+            ps.append(nucleus_patches(image, labels, ids))
         if segment is not None:
             pred = segment(image)
-            _, pf = nucleus_features(image, pred)
+            pids, pf = nucleus_features(image, pred)
             _, pc = centroids(pred)
             pairs = pair_centroids(centroids(labels)[1], pc)
             xs.append(pf[pairs[:, 1]])
             ys.append(np.array([types.get(int(ids[i]), 1) - 1 for i in pairs[:, 0]], int))
-    return np.concatenate(xs), np.concatenate(ys)
+            if patches:
+                ps.append(nucleus_patches(image, pred, pids[pairs[:, 1]]))
+    x, y = np.concatenate(xs), np.concatenate(ys)
+    return (x, y, np.concatenate(ps)) if patches else (x, y)
 
 
-def evaluate_classifier(clf: NucleusClassifier, tiles, segment: Callable | None = None
-                        ) -> dict[str, float]:
+def evaluate_classifier(clf: NucleusClassifier, tiles, segment: Callable | None = None,
+                        weights: tuple[float, ...] | None = None) -> Any:
     """HoVer-Net metrics of ``clf`` on ``tiles``: on their true nuclei, or on the nuclei of
-    ``segment(image) -> labels`` when given."""
-    total = TypeCounts()
+    ``segment(image) -> labels`` when given. With ``weights``, ``{weight: metrics}`` for
+    each patch-net weight (one pass over the tiles)."""
+    totals = {w: TypeCounts() for w in (weights or (clf.patch_weight,))}
     for t in tiles:
         image, truth, types = t.image(), t.labels(), t.types()
         labels = truth if segment is None else segment(image)
-        ids, cls_idx = clf.predict(image, labels)
-        pred_types = {int(i): int(c) + 1 for i, c in zip(ids, cls_idx, strict=True)}
-        type_counts(truth, types, labels, pred_types, into=total)
-    return _named(total.scores({k + 1: n for k, n in enumerate(CONSEP_CLASSES)}))
+        for w, total in totals.items():
+            clf.patch_weight = w
+            ids, proba = clf.predict_proba(image, labels)
+            pred_types = {int(i): int(c) + 1 for i, c in zip(ids, proba.argmax(1), strict=True)}
+            type_counts(truth, types, labels, pred_types, into=total)
+    names = {k + 1: n for k, n in enumerate(CONSEP_CLASSES)}
+    scores = {w: _named(total.scores(names)) for w, total in totals.items()}
+    return scores if weights else next(iter(scores.values()))
+
+
+def _mean_f_c(scores: dict[str, Any]) -> float:
+    return float(np.mean([scores[f"f_{c}"] for c in CONSEP_CLASSES]))
 
 
 def _named(scores: dict[str, Any]) -> dict[str, Any]:
@@ -73,11 +90,15 @@ def train_consep_classifier(
     segmentation_model: str | None = "unet",
     trees: int = 100,
     seed: int = 0,
+    patch_epochs: int = 25,
     log: Callable[[str], None] = print,
 ) -> Path:
     """Train, validate and save the CoNSeP four-class classifier; returns its ``.npz`` path.
 
     ``segmentation_model``'s nuclei join the training nuclei and are scored on validation.
+    With ``patch_epochs`` > 0 a patch net (:mod:`~nucleoseg.classify.patch_net`) is trained
+    on the same nuclei and its weight against the forest is chosen on the validation tiles
+    (best mean per-class F_c on the model's nuclei; 0 keeps the forest alone).
     """
     from ..inference.predict import run
     from ..inference.segment import Segmenter
@@ -87,21 +108,38 @@ def train_consep_classifier(
     seg = Segmenter.load(segmentation_model, precision="float32") if segmentation_model \
         else None
     segment = (lambda im: run(seg.segment(im))) if seg is not None else None
-    x, y = tile_features(fit, segment)
+    x, y, patches = tile_features(fit, segment, patches=True)
     log(f"features of {len(y)} nuclei from {len(fit)} fit tiles ({time.perf_counter() - t0:.0f}s)")
     t1 = time.perf_counter()
     clf = NucleusClassifier.fit(x, y, CONSEP_CLASSES, CONSEP_COLORS, trees=trees, seed=seed,
                                 class_weight=None)
     fit_s = time.perf_counter() - t1
-    validation = {"true_nuclei": evaluate_classifier(clf, val)}
-    log(f"validation, true nuclei: {validation['true_nuclei']}")
+    patch_s = 0.0
+    if patch_epochs > 0:
+        from .patch_net import train_patch_net
+
+        t1 = time.perf_counter()
+        clf.patch_net = train_patch_net(patches, y, len(CONSEP_CLASSES), epochs=patch_epochs,
+                                        seed=seed, log=log)
+        patch_s = time.perf_counter() - t1
+    weights = (0.0, 0.25, 0.5, 0.75, 1.0) if clf.patch_net is not None else (0.0,)
+    on = f"{segmentation_model}_nuclei" if segment is not None else "true_nuclei"
+    by_weight = evaluate_classifier(clf, val, segment, weights=weights)
+    for w, scores in by_weight.items():
+        log(f"validation, {on}, patch-net weight {w}: {scores}")
+    clf.patch_weight = max(weights, key=lambda w: _mean_f_c(by_weight[w]))
+    if clf.patch_weight == 0.0:
+        clf.patch_net = None
+    validation = {on: by_weight[clf.patch_weight],
+                  "by_patch_weight": {str(w): v for w, v in by_weight.items()}}
     if segment is not None:
-        validation[f"{segmentation_model}_nuclei"] = evaluate_classifier(clf, val, segment)
-        log(f"validation, {segmentation_model} nuclei: "
-            f"{validation[f'{segmentation_model}_nuclei']}")
+        validation["true_nuclei"] = evaluate_classifier(clf, val)
+    log(f"chosen patch-net weight {clf.patch_weight}; validation: {validation[on]}")
     clf.card.update({
         "description": "CoNSeP nucleus types (other, inflammatory, epithelial, spindle): a "
-                       "random forest over per-nucleus shape, colour and context features",
+                       "random forest over per-nucleus shape, colour and context features" +
+                       (f", averaged with a patch CNN (weight {clf.patch_weight})"
+                        if clf.patch_net is not None else ""),
         "training": {**clf.card.get("training", {}),
                      "data": "CoNSeP training set, fit tiles: true nuclei and types, and "
                              f"the {segmentation_model} model's nuclei paired to them "
@@ -109,7 +147,8 @@ def train_consep_classifier(
                      "fit_tiles": [t.name for t in fit],
                      "validation_tiles": [t.name for t in val],
                      "hardware": f"{platform.processor() or platform.machine()} CPU",
-                     "seconds_fit": round(fit_s, 1)},
+                     "seconds_fit": round(fit_s, 1),
+                     "seconds_patch_net": round(patch_s, 1), "patch_epochs": patch_epochs},
         "validation": validation,
         "metrics": "HoVer-Net: centroid pairing <= 12 px, F_d, per-class F_c, accuracy",
         "license": "Derived from CoNSeP (Apache 2.0)",

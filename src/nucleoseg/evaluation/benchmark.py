@@ -15,7 +15,8 @@ from .metrics import Counts, counts
 BASELINE = "otsu_watershed"
 TABLE_KEYS = ("dice", "iou", "accuracy", "precision", "recall", "object_f1", "pq", "aji")
 #: Table titles of the data sets.
-TITLES = {"monuseg": "MoNuSeg 2018", "consep": "CoNSeP"}
+TITLES = {"monuseg": "MoNuSeg 2018", "consep": "CoNSeP",
+          "dsb2018_he": "DSB2018 H&E-like samples (labs in neither training set)"}
 
 
 def benchmark(
@@ -28,10 +29,12 @@ def benchmark(
     precision: str = "auto",
     dataset: str = "monuseg",
     classifier: str | None = None,
+    stain: str = "none",
 ) -> Generator[Progress, None, list[dict[str, Any]]]:
     """Evaluate ``models`` on a split of ``dataset`` (a progress generator).
 
-    ``precision`` is passed to :meth:`Segmenter.load` (rows record it as
+    ``stain`` (:mod:`nucleoseg.io.stain`) normalises the models' input (not the
+    baseline's). ``precision`` is passed to :meth:`Segmenter.load` (rows record it as
     ``compute_precision``; ``precision`` is the metric). With ``classifier`` (a name or path)
     and a data set whose tiles carry nucleus types, every model's nuclei are classified and
     the row gets ``"types"``: the HoVer-Net classification metrics
@@ -71,7 +74,7 @@ def benchmark(
             from ..inference.predict import run
             from ..inference.segment import Segmenter
 
-            seg = Segmenter.load(name, precision=precision)
+            seg = Segmenter.load(name, precision=precision, stain=stain)
             run(seg.segment(images[0][:256, :256]))  # compile outside the timing
 
             def segment(img, seg=seg):

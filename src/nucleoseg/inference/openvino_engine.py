@@ -69,7 +69,7 @@ class OpenVINOModel:
         self._core = ov.Core()
         self._source = _converted(model, checksum, self._core)
         self._compiled: OrderedDict[tuple[int, ...], Any] = OrderedDict()
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
 
     @property
     def compiled_shapes(self) -> list[tuple[int, ...]]:
@@ -93,8 +93,9 @@ class OpenVINOModel:
     def __call__(self, x: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(x, dtype=np.float32)
         request = self._request(tuple(x.shape))
-        request.infer({0: x})
-        return np.array(request.get_output_tensor(0).data, dtype=np.float32)
+        with self._lock:  # one infer request per shape: calls from threads take turns
+            request.infer({0: x})
+            return np.array(request.get_output_tensor(0).data, dtype=np.float32)
 
 
 def _converted(model: Any, checksum: str | None, core: Any) -> Any:
@@ -127,7 +128,7 @@ def _converted(model: Any, checksum: str | None, core: Any) -> Any:
 
 
 def _convert(model: Any) -> Any:
-    """Convert a Keras (TensorFlow backend) model to an OpenVINO model, any input size."""
+    """Convert a Keras (TensorFlow backend) model to an OpenVINO model (any batch size)."""
     import keras
 
     if keras.backend.backend() != "tensorflow":
@@ -137,6 +138,8 @@ def _convert(model: Any) -> Any:
         import openvino as ov
 
         path = Path(tmp) / "model.xml"
+        # any batch; the sizes the model was built for (None = any size)
+        shape = (None, *tuple(model.inputs[0].shape)[1:])
         model.export(str(path), format="openvino", verbose=False, input_signature=[
-            keras.InputSpec(shape=(None, None, None, 3), dtype="float32")])
+            keras.InputSpec(shape=shape, dtype="float32")])
         return ov.Core().read_model(str(path))

@@ -37,6 +37,9 @@ class Segmenter:
     tta : bool
         Test-time augmentation, the *quality* setting: probabilities averaged over the image
         and its horizontal, vertical and double flips (4x the model time).
+    stain : str
+        Stain normalisation before the model (:mod:`nucleoseg.io.stain`): ``"none"`` or
+        ``"reinhard"``.
     """
 
     model: Any
@@ -48,6 +51,7 @@ class Segmenter:
     card: ModelCard = field(default_factory=ModelCard)
     precision: str = "float32"
     tta: bool = False
+    stain: str = "none"
 
     @classmethod
     def load(cls, name_or_path: str, precision: str | None = "auto",
@@ -111,6 +115,13 @@ class Segmenter:
                 setattr(self, key, getattr(checked, key))
             elif key == "tta":
                 self.tta = bool(value)
+            elif key == "stain":
+                from ..io.stain import STAIN_METHODS
+
+                if value not in STAIN_METHODS:
+                    raise ValueError(f"stain must be one of {', '.join(STAIN_METHODS)}, not "
+                                     f"{value!r}")
+                self.stain = str(value)
             else:
                 raise ValueError(f"unknown setting {key!r}")
 
@@ -121,9 +132,16 @@ class Segmenter:
         fill (see :func:`~nucleoseg.inference.postprocess.suppress_fill`)."""
         flips = ((False, False), (False, True), (True, False), (True, True)) if self.tta \
             else ((False, False),)
+        model_input = image
+        if self.stain != "none":
+            from ..io.images import to_rgb_uint8
+            from ..io.stain import normalise
+
+            model_input = normalise(to_rgb_uint8(image), self.stain)
         total = None
         for k, (flip_r, flip_c) in enumerate(flips):
-            view = np.ascontiguousarray(image[::-1 if flip_r else 1, ::-1 if flip_c else 1])
+            view = np.ascontiguousarray(model_input[::-1 if flip_r else 1,
+                                                    ::-1 if flip_c else 1])
             probs = yield from _numbered(self._predict(view, should_stop), k, len(flips))
             probs = probs[::-1 if flip_r else 1, ::-1 if flip_c else 1]
             total = probs.astype(np.float32, copy=True) if total is None else total + probs

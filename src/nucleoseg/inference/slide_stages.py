@@ -15,6 +15,7 @@ Each task leaves a marker file when its output is written, so a rerun skips it.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import threading
@@ -247,13 +248,20 @@ def _block_classes(classifier: str, image: np.ndarray, window: np.ndarray,
                    owned: np.ndarray) -> dict[int, tuple[str, str]]:
     """Classes of the nuclei a block owns; every nucleus of the window (block + margin) is
     described, so neighbourhood and context features see across the block's edges."""
-    from ..classify.classifier import NucleusClassifier
-
-    clf = NucleusClassifier.load(classifier)
+    clf = _classifier(classifier, Path(classifier).stat().st_mtime_ns)
     ids, idx = clf.predict(image, window)
     keep = np.isin(ids, np.unique(owned))
     return {int(i): (clf.classes[int(k)], clf.colors[int(k)])
             for i, k in zip(ids[keep], idx[keep], strict=True)}
+
+
+@functools.lru_cache(maxsize=2)
+def _classifier(path: str, mtime_ns: int) -> Any:
+    """A classifier loaded once per file version (its patch net is compiled once), shared by
+    the blocks and runs of this process."""
+    from ..classify.classifier import NucleusClassifier
+
+    return NucleusClassifier.load(path)
 
 
 def _fmt(v: Any) -> str:

@@ -89,6 +89,9 @@ def plan_slide(
     if overrides.pop("tta", None):
         raise ValueError("test-time augmentation (--tta) is for images held in memory; whole "
                          "slides run without it")
+    if overrides.pop("stain", None) not in (None, "none"):
+        raise ValueError("stain normalisation (--stain) is for images held in memory; whole "
+                         "slides run without it")
     model_path = resolve_model_path(model)
     card = read_card(model_path)
     precision = resolve_precision(precision or "auto", card, inference_engine())

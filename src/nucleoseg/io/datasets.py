@@ -14,6 +14,9 @@ import numpy as np
 
 #: Data sets with instance labels, in the order tables list them.
 DATASETS = ("monuseg", "consep")
+#: H&E from labs in neither training set (the 20 colour DSB2018 samples): benchmarked on
+#: request (``nucleoseg benchmark --datasets dsb2018_he``), never trained on or tuned with.
+HELD_OUT = ("dsb2018_he",)
 
 
 class LabelledTile(Protocol):
@@ -44,6 +47,10 @@ def list_tiles(dataset: str, split: str, root: str | Path | None = None) -> list
         from .consep import list_tiles as consep_tiles
 
         return consep_tiles(split, _child(root, "consep"))
+    if dataset == "dsb2018_he":
+        from .dsb2018 import he_samples
+
+        return he_samples(split, _child(root, "dsb2018"))
     raise ValueError(f"unknown data set {dataset!r}; choose from {', '.join(DATASETS)}")
 
 
@@ -74,15 +81,17 @@ def _child(root: str | Path | None, name: str) -> Path | None:
     return root / name if (root / name).is_dir() else root
 
 
-def parse_datasets(text: str | None) -> list[str]:
-    """``"monuseg,consep"`` to a checked list (None or ``"all"``: every data set)."""
+def parse_datasets(text: str | None, held_out: bool = False) -> list[str]:
+    """``"monuseg,consep"`` to a checked list (None or ``"all"``: every training data set);
+    ``held_out`` also accepts :data:`HELD_OUT` (for benchmarks, never for training)."""
     if not text or text == "all":
         return list(DATASETS)
+    known = DATASETS + HELD_OUT if held_out else DATASETS
     names = [t.strip().lower() for t in text.split(",") if t.strip()]
-    bad = [n for n in names if n not in DATASETS]
+    bad = [n for n in names if n not in known]
     if bad or not names:
         raise ValueError(f"unknown data set {', '.join(bad) or text!r}; "
-                         f"choose from {', '.join(DATASETS)}")
+                         f"choose from {', '.join(known)}")
     return list(dict.fromkeys(names))
 
 

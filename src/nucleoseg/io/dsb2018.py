@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -53,3 +54,48 @@ def list_samples(root: str | Path) -> list[Path]:
     if (root / "stage1_train").is_dir():
         root = root / "stage1_train"
     return sorted(p for p in root.iterdir() if (p / "images").is_dir())
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One DSB2018 sample as a labelled tile (name = the sample id)."""
+
+    name: str
+    folder: Path
+
+    def image(self) -> np.ndarray:
+        """``(H, W, 3) uint8`` RGB."""
+        return read_sample(self.folder)[0]
+
+    def labels(self) -> np.ndarray:
+        """``(H, W) int32`` instance labels."""
+        return read_sample(self.folder)[1]
+
+
+def he_samples(split: str, root: str | Path | None = None) -> list[Sample]:
+    """The stained-brightfield (H&E-like, colour) samples: H&E from labs in neither
+    training set, so only a "test" split (every other split is empty: nothing trains on
+    them). Grey samples (fluorescence, grey brightfield) are left out.
+
+    Raises
+    ------
+    FileNotFoundError
+        When no DSB2018 folder is found under ``root``.
+    """
+    from .datasets import check_split
+    from .monuseg import data_root
+
+    check_split(split)
+    base = data_root(root)
+    if not (base / "stage1_train").is_dir() and (base / "dsb2018").is_dir():
+        base = base / "dsb2018"
+    if not base.is_dir():
+        raise FileNotFoundError(f"DSB2018 data not found at {base} (set NUCLEOSEG_DATA)")
+    if split != "test":
+        return []
+    out = []
+    for folder in list_samples(base):
+        image = read_sample(folder)[0].astype(np.int16)
+        if np.abs(image[..., 0] - image[..., 1]).mean() > 2:  # colour, not grey
+            out.append(Sample(folder.name, folder))
+    return out

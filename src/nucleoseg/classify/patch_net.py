@@ -1,0 +1,163 @@
+"""A small CNN that classifies each nucleus from the pixels around it.
+
+Input: a :data:`PATCH` x :data:`PATCH` crop centred on the nucleus centroid (RGB, reflected at
+image borders) plus a fourth channel that marks the nucleus's own pixels, so the network
+sees texture, chromatin and surroundings that hand-made features miss. Output: class
+probabilities. It joins the random forest of
+:class:`~nucleoseg.classify.classifier.NucleusClassifier` (their probabilities are
+averaged with a weight chosen on validation tiles). Prediction runs through OpenVINO on a
+CPU when the segmentation does (:mod:`nucleoseg.inference.openvino_engine`), in fixed
+batches so one compiled shape serves every tile.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+#: Patch side in pixels (40x: 12 micrometres, a nucleus and its immediate surroundings).
+PATCH = 48
+#: Nuclei per forward pass (the last batch is padded: one compiled shape).
+BATCH = 256
+
+
+def nucleus_patches(image: np.ndarray, labels: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """``(N, PATCH, PATCH, 4) uint8`` crops around the centroids of ``ids``: RGB and a mask
+    channel (255 on the nucleus's own pixels)."""
+    lab = np.asarray(labels).astype(np.int32, copy=False)
+    ids = np.asarray(ids, np.int64)
+    n = int(lab.max()) + 1 if lab.size else 1
+    flat = lab.ravel()
+    area = np.maximum(np.bincount(flat, minlength=n), 1)
+    rows, cols = np.divmod(np.arange(flat.size), lab.shape[1])
+    cy = np.bincount(flat, rows, n) / area
+    cx = np.bincount(flat, cols, n) / area
+    h = PATCH // 2
+    img = np.pad(image, ((h, h), (h, h), (0, 0)), mode="reflect")
+    padded = np.pad(lab, h)
+    r = np.round(cy[ids]).astype(np.int64)
+    c = np.round(cx[ids]).astype(np.int64)
+    oy = (r[:, None] + np.arange(PATCH)[None])[:, :, None]
+    ox = (c[:, None] + np.arange(PATCH)[None])[:, None, :]
+    own = (padded[oy, ox] == ids[:, None, None]).astype(np.uint8) * 255
+    return np.concatenate([img[oy, ox], own[..., None]], axis=-1)
+
+
+def build_patch_net(n_classes: int) -> Any:
+    """Four stages of two 3x3 convolutions (16, 32, 64, 128 filters; ~25 MFLOP a nucleus),
+    global average pooling, dropout, softmax."""
+    import keras
+    from keras import layers
+
+    inputs = keras.Input((PATCH, PATCH, 4), name="patch")
+    x = layers.Rescaling(1 / 255.0)(inputs)
+    for k, filters in enumerate((16, 32, 64, 128)):
+        for _ in range(2):
+            x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
+            x = layers.BatchNormalization()(x)
+            x = layers.Activation("relu")(x)
+        if k < 3:
+            x = layers.MaxPooling2D()(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    x = layers.Dropout(0.3)(x)
+    outputs = layers.Dense(n_classes, activation="softmax", dtype="float32", name="classes")(x)
+    return keras.Model(inputs, outputs, name="patch_net")
+
+
+def _augment(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Rotations by 90 degrees, flips and a per-patch colour scale/shift of the RGB."""
+    x = np.rot90(x, int(rng.integers(4)), axes=(1, 2))
+    if rng.random() < 0.5:
+        x = x[:, :, ::-1]
+    x = x.astype(np.float32)
+    scale = rng.uniform(0.85, 1.15, (x.shape[0], 1, 1, 3))
+    shift = rng.uniform(-15, 15, (x.shape[0], 1, 1, 3))
+    x[..., :3] = np.clip(x[..., :3] * scale + shift, 0, 255)
+    return x
+
+
+def train_patch_net(
+    patches: np.ndarray,
+    targets: np.ndarray,
+    n_classes: int,
+    epochs: int = 25,
+    batch_size: int = 64,
+    learning_rate: float = 2e-3,
+    seed: int = 0,
+    precision: str = "auto",
+    log: Callable[[str], None] = print,
+) -> Any:
+    """Train :func:`build_patch_net` on ``(N, PATCH, PATCH, 4) uint8`` patches and class
+    indices: Adam with a cosine schedule, class weights ``sqrt(N / (C * N_c))`` (rare
+    classes count more, softened), augmentation from :func:`_augment`; bfloat16 on CPUs
+    that compute it natively."""
+    import keras
+
+    from ..models.precision import POLICIES, resolve_precision
+
+    keras.utils.set_random_seed(seed)
+    precision = resolve_precision(precision)
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(POLICIES[precision])
+    try:
+        model = build_patch_net(n_classes)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    counts = np.bincount(targets, minlength=n_classes).astype(np.float64)
+    weights = np.sqrt(counts.sum() / (n_classes * np.maximum(counts, 1)))
+    steps = max(1, len(targets) // batch_size)
+    schedule = keras.optimizers.schedules.CosineDecay(learning_rate, epochs * steps)
+    model.compile(keras.optimizers.Adam(schedule), "sparse_categorical_crossentropy")
+    rng = np.random.default_rng(seed)
+    for epoch in range(epochs):
+        t0 = time.perf_counter()
+        order = rng.permutation(len(targets))
+        losses = []
+        for s in range(steps):
+            b = order[s * batch_size:(s + 1) * batch_size]
+            loss = model.train_on_batch(_augment(patches[b], rng), targets[b],
+                                        sample_weight=weights[targets[b]])
+            losses.append(float(np.asarray(loss).ravel()[0]))
+        log(f"patch net epoch {epoch + 1}/{epochs}: loss {np.mean(losses):.4f} "
+            f"({time.perf_counter() - t0:.0f}s)")
+    if precision == "float32":
+        return model
+    # kept and shipped as a float32 network (the variables were float32 all along)
+    plain = build_patch_net(n_classes)
+    plain.set_weights(model.get_weights())
+    return plain
+
+
+class PatchRunner:
+    """Class probabilities of patches from a trained patch net (OpenVINO on a CPU when the
+    segmentation uses it, else Keras), in fixed batches of :data:`BATCH`."""
+
+    def __init__(self, model: Any, checksum: str | None = None) -> None:
+        from ..backend import inference_engine
+
+        self.model = model
+        self._run = None
+        if inference_engine() == "openvino":
+            from ..inference.openvino_engine import OpenVINOModel
+            from ..models.precision import cpu_has_native_bfloat16
+
+            self._run = OpenVINOModel(
+                model, "bfloat16" if cpu_has_native_bfloat16() else "float32", checksum)
+
+    def __call__(self, patches: np.ndarray) -> np.ndarray:
+        from ..inference.predict import predict_batch
+
+        n = patches.shape[0]
+        out = np.zeros((n, int(self.model.outputs[0].shape[-1])), np.float32)
+        batch = np.zeros((BATCH, PATCH, PATCH, 4), np.float32)
+        for start in range(0, n, BATCH):
+            chunk = patches[start:start + BATCH]
+            batch[:len(chunk)] = chunk
+            batch[len(chunk):] = 0
+            probs = self._run(batch) if self._run is not None else \
+                predict_batch(self.model, batch)
+            out[start:start + len(chunk)] = probs[:len(chunk)]
+        return out
