@@ -90,6 +90,18 @@ def gpu_names(backend: str) -> list[str]:
         return []
 
 
+def _may_have_gpu() -> bool:
+    """False when this machine surely has no GPU a backend could use (Linux without NVIDIA
+    or ROCm device files), so ``auto`` need not import JAX, PyTorch and TensorFlow to ask.
+    ``NUCLEOSEG_PROBE_GPU=1`` asks anyway."""
+    if os.environ.get("NUCLEOSEG_PROBE_GPU") == "1" or not sys.platform.startswith("linux"):
+        return True
+    import glob
+
+    return bool(glob.glob("/dev/nvidia[0-9]*") or os.path.exists("/dev/kfd") or
+                os.path.exists("/dev/dxg"))  # NVIDIA, ROCm, WSL2
+
+
 def _keras_backend_env() -> str | None:
     """``$KERAS_BACKEND`` when it names a backend other than Keras's default (TensorFlow,
     which says nothing about the engine: it leaves ``auto``)."""
@@ -113,7 +125,7 @@ def choose(backend: str | None = None, device: str = "auto") -> Choice:
     if device not in DEVICES:
         raise BackendError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
     if backend == "auto":
-        if device != "cpu":
+        if device != "cpu" and _may_have_gpu():
             for candidate in ("jax", "torch", "tensorflow"):
                 gpus = gpu_names(candidate) if installed(candidate) else []
                 if gpus:
