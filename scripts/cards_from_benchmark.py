@@ -39,7 +39,8 @@ def main() -> None:
             entry = {k: round(r[k], 4) for k in KEYS}
             entry.update(tiles=len(r["per_image"]),
                          seconds_per_tile_cpu=round(r["seconds_per_tile"], 2),
-                         compute_precision=r.get("compute_precision"))
+                         compute_precision=r.get("compute_precision"),
+                         engine=r.get("engine", "keras"))
             if "types" in r:
                 entry["types"] = {k: (round(v, 4) if isinstance(v, float) else v)
                                   for k, v in r["types"].items()}

@@ -120,22 +120,28 @@ def test_finetune_and_cross_backend_save_load(backend, tmp_path, test_tile, tiny
 
 @pytest.mark.parametrize("backend", OTHER)
 def test_cli_backend_flag_gives_the_tensorflow_labels(backend, tmp_path, threshold_model_path):
-    """`nucleoseg segment --backend X` (a fresh process each) gives TensorFlow's labels."""
+    """`nucleoseg segment --backend X` (a fresh process each) gives TensorFlow's labels, for
+    an image in memory and block-wise through the whole-slide path."""
     _need(backend)
-    from PIL import Image
+    import tifffile
 
     from _helpers import synthetic_nuclei
+    from nucleoseg.io.labels_store import read_labels_store
 
-    img, _ = synthetic_nuclei((200, 200), n=12)
-    Image.fromarray(img).save(tmp_path / "x.png")
+    img, _ = synthetic_nuclei((300, 260), n=20)
+    tifffile.imwrite(tmp_path / "x.tif", img)
     outs = {}
     for b in ("tensorflow", backend):
-        outs[b] = tmp_path / f"{b}.npy"
-        res = subprocess.run(
-            [sys.executable, "-m", "nucleoseg.cli", "segment", str(tmp_path / "x.png"), "-o",
-             str(outs[b]), "--model", str(threshold_model_path), "--backend", b,
-             "--device", "cpu", "--precision", "float32", "-q"],
-            env=_env(b), capture_output=True, text=True, timeout=600)
-        assert res.returncode == 0, res.stderr[-2000:]
-    a, b = np.load(outs["tensorflow"]), np.load(outs[backend])
+        for kind, extra in (("npy", []), ("zarr", ["--block", "96", "--tile", "128"])):
+            outs[b, kind] = tmp_path / f"{b}.{kind}"
+            res = subprocess.run(
+                [sys.executable, "-m", "nucleoseg.cli", "segment", str(tmp_path / "x.tif"),
+                 "-o", str(outs[b, kind]), "--model", str(threshold_model_path), "--backend",
+                 b, "--device", "cpu", "--precision", "float32", "-q", *extra],
+                env=_env(b), capture_output=True, text=True, timeout=600)
+            assert res.returncode == 0, res.stderr[-2000:]
+    a, b = np.load(outs["tensorflow", "npy"]), np.load(outs[backend, "npy"])
     assert a.max() > 5 and (a > 0).sum() == (b > 0).sum() and ((a > 0) == (b > 0)).all()
+    blocks = [np.asarray(read_labels_store(outs[k, "zarr"])["levels"][0])
+              for k in ("tensorflow", backend)]
+    assert blocks[0].max() > 5 and np.array_equal(blocks[0] > 0, blocks[1] > 0)

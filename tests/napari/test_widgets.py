@@ -84,12 +84,14 @@ def test_segment_real_image_and_viewer_stays_responsive(make_napari_viewer, qtbo
     assert widget._run.enabled and not widget._cancel.enabled
     # the status names the count, the time and the precision "auto" resolved to (Keras
     # is not imported here: TensorFlow and the GL context cannot share this process)
+    from nucleoseg.backend import installed
     from nucleoseg.models.precision import cpu_has_native_bfloat16
 
     status = widget._status.value
     assert status.startswith(f"{int(labels.data.max())} nuclei in ") and " s (" in status
     used = status.rsplit("(", 1)[1].rstrip(")").split(", ")
-    assert used == ["tensorflow", "CPU", "bfloat16" if cpu_has_native_bfloat16() else "float32"]
+    assert used == ["openvino" if installed("openvino") else "tensorflow", "CPU",
+                    "bfloat16" if cpu_has_native_bfloat16() else "float32"]
 
 
 def test_segment_panel_switches_the_keras_backend(make_napari_viewer, qtbot, he_image):

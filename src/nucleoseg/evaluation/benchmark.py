@@ -102,6 +102,7 @@ def benchmark(
         row = {"model": name, **pooled.scores()}
         if name != BASELINE:
             row["compute_precision"] = seg.precision
+            row["engine"] = seg.engine
         row["dice_mean"] = sum(r["dice"] for r in per_image) / len(per_image)
         row["aji_mean"] = sum(r["aji"] for r in per_image) / len(per_image)
         row["seconds_per_tile"] = seconds / len(tiles)
