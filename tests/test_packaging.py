@@ -28,5 +28,6 @@ def test_wheel_carries_manifest_and_weights(tmp_path):
         assert f"nucleoseg/weights/{model}.json" in names
     assert "nucleoseg/weights/classifiers/consep_types.npz" in names
     assert "nucleoseg/weights/classifiers/consep_types.json" in names
+    assert "nucleoseg/weights/classifiers/consep_types.keras" in names  # its patch net
     assert "napari-nucleoseg = nucleoseg:napari.yaml" in ep
     assert "nucleoseg = nucleoseg.cli:main" in ep

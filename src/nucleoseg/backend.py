@@ -220,16 +220,34 @@ def inference_engine() -> str:
             return "keras"
     if wanted != "openvino":
         return "keras"
-    import keras
-
     problem = None
+    keras_backend = _keras_backend()
     if not installed("openvino"):
         problem = "OpenVINO is not installed: pip install openvino"
-    elif keras.backend.backend() != "tensorflow":
+    elif keras_backend != "tensorflow":
         problem = ("OpenVINO inference loads models with Keras on TensorFlow, but Keras runs "
-                   f"on {keras.backend.backend()}")
+                   f"on {keras_backend}")
     if problem and strict:
         raise BackendError(problem)
-    if problem or (not strict and gpu_names("tensorflow")):
+    if problem or (not strict and _may_have_gpu() and gpu_names("tensorflow")):
         return "keras"
     return "openvino"
+
+
+def _keras_backend() -> str:
+    """The backend Keras runs on, or will when imported (without importing it)."""
+    if "keras" in sys.modules:
+        import keras
+
+        return keras.backend.backend()
+    if os.environ.get("KERAS_BACKEND"):
+        return os.environ["KERAS_BACKEND"].lower()
+    import json
+
+    config = os.path.join(os.environ.get("KERAS_HOME") or os.path.expanduser("~/.keras"),
+                          "keras.json")
+    try:
+        with open(config) as f:
+            return str(json.load(f).get("backend", "tensorflow")).lower()
+    except (OSError, ValueError, AttributeError):
+        return "tensorflow"

@@ -59,3 +59,28 @@ def test_openvino_refuses_unknown_precision(threshold_model_path):
     model, _ = load_model(str(threshold_model_path))
     with pytest.raises(ValueError, match="precision must be one of"):
         OpenVINOModel(model, "int4")
+
+
+def test_a_cached_conversion_segments_without_importing_tensorflow(threshold_model_path,
+                                                                     tmp_path):
+    """The first load converts (Keras on TensorFlow); later processes read OpenVINO's cache
+    and never import TensorFlow (a CLI run on a tile: ~1 s instead of ~7 s)."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np\n"
+            "from nucleoseg.inference.segment import Segmenter\n"
+            "from nucleoseg.inference.predict import run\n"
+            "seg = Segmenter.load(sys.argv[1], precision='float32')\n"
+            "labels = run(seg.segment(np.full((96, 96, 3), 200, np.uint8)))\n"
+            "print(seg.engine, 'tensorflow' in sys.modules)\n")
+    env = {**os.environ, "NUCLEOSEG_CACHE": str(tmp_path / "cache"),
+           "NUCLEOSEG_ENGINE": "openvino", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    seen = []
+    for _ in range(2):
+        res = subprocess.run([sys.executable, "-c", code, str(threshold_model_path)], env=env,
+                             capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stderr[-2000:]
+        seen.append(res.stdout.split()[-2:])
+    assert seen == [["openvino", "True"], ["openvino", "False"]]

@@ -21,7 +21,7 @@ import numpy as np
 #: Patch side in pixels (40x: 12 micrometres, a nucleus and its immediate surroundings).
 PATCH = 48
 #: Nuclei per forward pass (the last batch is padded: one compiled shape).
-BATCH = 256
+BATCH = 128
 
 
 def nucleus_patches(image: np.ndarray, labels: np.ndarray, ids: np.ndarray) -> np.ndarray:
@@ -40,10 +40,12 @@ def nucleus_patches(image: np.ndarray, labels: np.ndarray, ids: np.ndarray) -> n
     padded = np.pad(lab, h)
     r = np.round(cy[ids]).astype(np.int64)
     c = np.round(cx[ids]).astype(np.int64)
-    oy = (r[:, None] + np.arange(PATCH)[None])[:, :, None]
-    ox = (c[:, None] + np.arange(PATCH)[None])[:, None, :]
-    own = (padded[oy, ox] == ids[:, None, None]).astype(np.uint8) * 255
-    return np.concatenate([img[oy, ox], own[..., None]], axis=-1)
+    out = np.empty((ids.size, PATCH, PATCH, 4), np.uint8)
+    for k in range(ids.size):  # plain slices: ~10x faster than one fancy index here
+        out[k, :, :, :3] = img[r[k]:r[k] + PATCH, c[k]:c[k] + PATCH]
+        np.multiply(padded[r[k]:r[k] + PATCH, c[k]:c[k] + PATCH] == ids[k], 255,
+                    out=out[k, :, :, 3], casting="unsafe")
+    return out
 
 
 def build_patch_net(n_classes: int) -> Any:

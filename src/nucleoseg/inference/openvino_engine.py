@@ -19,6 +19,7 @@ import shutil
 import tempfile
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,25 +50,30 @@ class OpenVINOModel:
 
     Parameters
     ----------
-    model : keras.Model
-        The float32 network (TensorFlow backend).
+    model : keras.Model, optional
+        The float32 network (TensorFlow backend); or give ``loader``.
     precision : str
         ``float32``, ``bfloat16`` or ``float16``: OpenVINO's inference precision.
     checksum : str, optional
         The ``.keras`` file's sha256 (the card's): the converted model is cached under it.
         Without one (a model in memory), it is converted every time.
+    loader : callable, optional
+        Returns the Keras model; called only when the cache lacks the conversion, so a
+        cached model runs without importing Keras or TensorFlow.
     """
 
-    def __init__(self, model: Any, precision: str = "float32", checksum: str | None = None
-                 ) -> None:
+    def __init__(self, model: Any = None, precision: str = "float32",
+                 checksum: str | None = None, loader: Callable[[], Any] | None = None) -> None:
         import openvino as ov
 
         if precision not in _HINTS:
             raise ValueError(f"precision must be one of {', '.join(_HINTS)}, not {precision!r}")
+        if model is None and loader is None:
+            raise ValueError("give the Keras model or a loader for it")
         self.precision = precision
-        self.output_channels = int(model.outputs[0].shape[-1])
         self._core = ov.Core()
-        self._source = _converted(model, checksum, self._core)
+        self._source = _converted(model if model is not None else loader, checksum,
+                                  self._core)
         self._compiled: OrderedDict[tuple[int, ...], Any] = OrderedDict()
         self._lock = threading.RLock()
 
@@ -110,7 +116,7 @@ def _converted(model: Any, checksum: str | None, core: Any) -> Any:
             return core.read_model(str(cached))
         except Exception:  # a damaged cache entry is converted again
             pass
-    converted = _convert(model)
+    converted = _convert(model if hasattr(model, "export") else model())
     if cached is not None:
         try:
             cached.parent.mkdir(parents=True, exist_ok=True)

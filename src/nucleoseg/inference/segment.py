@@ -65,16 +65,20 @@ class Segmenter:
         """
         from ..backend import inference_engine
         from ..models.precision import resolve_precision, with_precision
-        from ..models.weights import load_model
+        from ..models.weights import load_model, verified_card
 
-        model, card = load_model(name_or_path)
         engine = inference_engine()
-        precision = resolve_precision(precision or "auto", card, engine)
         if engine == "openvino":
             from .openvino_engine import OpenVINOModel
 
-            runner = OpenVINOModel(model, precision, checksum=card.sha256)
+            path, card = verified_card(name_or_path)
+            precision = resolve_precision(precision or "auto", card, engine)
+            model = None  # Keras loads it only when OpenVINO's cache lacks the conversion
+            runner = OpenVINOModel(None, precision, checksum=card.sha256,
+                                   loader=lambda: load_model(path)[0])
         else:
+            model, card = load_model(name_or_path)
+            precision = resolve_precision(precision or "auto", card, engine)
             runner = with_precision(model, precision)
         seg = cls.from_card(runner, card, **overrides)
         seg.precision = precision

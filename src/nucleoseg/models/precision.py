@@ -71,7 +71,8 @@ def resolve_precision(precision: str = "auto", card: Any = None, engine: str = "
     from .card import ModelCard
 
     wanted = ModelCard.coerce(card).inference.cpu_bfloat16 or engine == "openvino"
-    if wanted and cpu_has_native_bfloat16() and not _accelerator_present():
+    if wanted and cpu_has_native_bfloat16() and (engine == "openvino" or
+                                                  not _accelerator_present()):
         return "bfloat16"
     return "float32"
 

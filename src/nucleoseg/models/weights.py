@@ -150,6 +150,28 @@ def load_model(name_or_path: str | Path, verify: bool = True):
     WeightsError
         Missing file or card, checksum mismatch, or a file Keras cannot read.
     """
+    path, card = verified_card(name_or_path, verify)
+    import keras
+
+    from .registry import register_custom_layers
+
+    register_custom_layers()
+    try:
+        model = keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as exc:
+        raise WeightsError(f"cannot load {path.name}: {type(exc).__name__}: {exc}") from exc
+    return model, card
+
+
+def verified_card(name_or_path: str | Path, verify: bool = True) -> tuple[Path, ModelCard]:
+    """The ``.keras`` path of a model and its card, the file's SHA-256 checked against the
+    card (without importing Keras: what OpenVINO inference from a cached conversion needs).
+
+    Raises
+    ------
+    WeightsError
+        Missing file or card, or a checksum that is absent or does not match.
+    """
     path = resolve_model_path(name_or_path)
     card = read_card(path)
     if verify:
@@ -165,16 +187,7 @@ def load_model(name_or_path: str | Path, verify: bool = True):
                 f"not match the model card's {expected[:12]}... (reinstall the package or "
                 "re-save the model)"
             )
-    import keras
-
-    from .registry import register_custom_layers
-
-    register_custom_layers()
-    try:
-        model = keras.saving.load_model(path, compile=False, safe_mode=True)
-    except Exception as exc:
-        raise WeightsError(f"cannot load {path.name}: {type(exc).__name__}: {exc}") from exc
-    return model, card
+    return path, card
 
 
 #: Longest user model name (file systems allow 255 bytes for ``<name>.keras``).
