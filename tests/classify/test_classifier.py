@@ -169,3 +169,18 @@ def test_patch_net_joins_the_forest_and_round_trips(tmp_path):
         f.write(b"x")
     with pytest.raises(ClassifierError, match="corrupted or was changed"):
         NucleusClassifier.load(path)
+
+
+def test_loading_the_shipped_classifier_imports_no_keras():
+    """napari's process must never import TensorFlow (it cannot share the process with
+    Mesa's OpenGL): loading a classifier reads its patch net only on first use."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom nucleoseg.classify.classifier import NucleusClassifier\n"
+            "clf = NucleusClassifier.load('consep_types')\n"
+            "print(clf.patch_net is not None, 'keras' in sys.modules)\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.split() == ["True", "False"]

@@ -207,7 +207,10 @@ class ClassifyWidget(Panel):
             self._clf = NucleusClassifier.load(self._saved.value)
             _, ids, feats = self._features()
             self._show(ids, feats)
-            self._status.value = (f"{self._clf.card.get('name', 'classifier')}: "
+            # the panel applies the forest: its patch CNN (CLI, slides) needs TensorFlow,
+            # which must not load beside napari's OpenGL
+            part = " (forest part)" if self._clf.patch_net is not None else ""
+            self._status.value = (f"{self._clf.card.get('name', 'classifier')}{part}: "
                                   f"{len(ids)} nuclei in {time.perf_counter() - t0:.2f} s")
         except Exception as exc:
             notify_error(exc)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io as _io
 import json
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -180,6 +181,8 @@ class NucleusClassifier:
         if self.patch_net is not None and ids.size:
             from .patch_net import PatchRunner, nucleus_patches
 
+            if isinstance(self.patch_net, Path):  # loaded on first use (imports Keras)
+                self.patch_net = _read_patch_net(self.patch_net, len(self.classes))
             if self._runner is None:
                 self._runner = PatchRunner(self.patch_net,
                                            self.card.get("patch_net", {}).get("sha256"))
@@ -218,8 +221,10 @@ class NucleusClassifier:
             from ..io.atomic import atomic_write
             from .patch_net import PATCH
 
+            net = self.patch_net
             net_path = atomic_write(directory / f"{name}.keras",
-                                    lambda p: self.patch_net.save(p))
+                                    (lambda p: shutil.copyfile(net, p)) if isinstance(net, Path)
+                                    else (lambda p: net.save(p)))
             card["patch_net"] = {"file": net_path.name, "sha256": sha256(net_path),
                                  "weight": self.patch_weight, "patch": PATCH}
         path = atomic_write_bytes(directory / f"{name}.npz", buf.getvalue())
@@ -286,18 +291,25 @@ def _load_patch_net(npz_path: Path, entry: dict | None, n_classes: int
     if entry.get("patch") != PATCH:
         raise ClassifierError(f"{net_path.name} expects {entry.get('patch')}-px patches; "
                               f"this version cuts {PATCH}")
-    import keras
-
-    try:
-        net = keras.saving.load_model(net_path, compile=False)
-    except Exception as exc:  # Keras raises several types for a damaged file
-        raise ClassifierError(f"cannot read {net_path.name}: {exc}") from None
-    if int(net.outputs[0].shape[-1]) != n_classes:
-        raise ClassifierError(f"{net_path.name}: classes and patch net do not match")
     weight = float(entry.get("weight", 0.5))
     if not 0 <= weight <= 1:
         raise ClassifierError(f"{npz_path.name}: patch net weight {weight} outside [0, 1]")
-    return net, weight
+    # the verified path: Keras reads it on first use, so loading a classifier (e.g. in the
+    # napari process, where TensorFlow must not be imported) imports no Keras
+    return net_path, weight
+
+
+def _read_patch_net(path: Path, n_classes: int) -> Any:
+    """Read a verified patch net file with Keras."""
+    import keras
+
+    try:
+        net = keras.saving.load_model(path, compile=False)
+    except Exception as exc:  # Keras raises several types for a damaged file
+        raise ClassifierError(f"cannot read {path.name}: {exc}") from None
+    if int(net.outputs[0].shape[-1]) != n_classes:
+        raise ClassifierError(f"{path.name}: classes and patch net do not match")
+    return net
 
 
 def shipped_classifier_dir() -> Path:
