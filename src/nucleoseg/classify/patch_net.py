@@ -144,10 +144,11 @@ class PatchRunner:
         self._run = None
         if inference_engine() == "openvino":
             from ..inference.openvino_engine import OpenVINOModel
-            from ..models.precision import cpu_has_native_bfloat16
+            from ..models.precision import resolve_precision
 
-            self._run = OpenVINOModel(
-                model, "bfloat16" if cpu_has_native_bfloat16() else "float32", checksum)
+            # the segmentation's precision rule (bfloat16 where the CPU has it natively)
+            self._run = OpenVINOModel(model, resolve_precision("auto", None, "openvino"),
+                                      checksum)
 
     def __call__(self, patches: np.ndarray) -> np.ndarray:
         from ..inference.predict import predict_batch

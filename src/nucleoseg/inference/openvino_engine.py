@@ -72,8 +72,8 @@ class OpenVINOModel:
             raise ValueError("give the Keras model or a loader for it")
         self.precision = precision
         self._core = ov.Core()
-        self._source = _converted(model if model is not None else loader, checksum,
-                                  self._core)
+        self._source = _converted((lambda: model) if model is not None else loader,
+                                  checksum, self._core)
         self._compiled: OrderedDict[tuple[int, ...], Any] = OrderedDict()
         self._lock = threading.RLock()
 
@@ -104,8 +104,9 @@ class OpenVINOModel:
             return np.array(request.get_output_tensor(0).data, dtype=np.float32)
 
 
-def _converted(model: Any, checksum: str | None, core: Any) -> Any:
-    """The OpenVINO model of ``model``: from the cache when its checksum is there."""
+def _converted(load: Callable[[], Any], checksum: str | None, core: Any) -> Any:
+    """The OpenVINO model of the Keras model ``load()`` returns: from the cache when its
+    checksum is there (``load`` is then not called)."""
     import openvino as ov
 
     # keyed by the weights and the converter: a new OpenVINO converts again
@@ -116,7 +117,7 @@ def _converted(model: Any, checksum: str | None, core: Any) -> Any:
             return core.read_model(str(cached))
         except Exception:  # a damaged cache entry is converted again
             pass
-    converted = _convert(model if hasattr(model, "export") else model())
+    converted = _convert(load())
     if cached is not None:
         try:
             cached.parent.mkdir(parents=True, exist_ok=True)
