@@ -62,6 +62,18 @@ def sgemm_gflops(n: int = 4096, repeats: int = 3) -> float:
     return 2 * n**3 / best / 1e9
 
 
+def bf16_gemm_gflops(n: int = 2048, repeats: int = 3) -> float:
+    """Measured bfloat16 matrix-multiply rate of this CPU (TensorFlow 2048^3 matmul, GFLOP/s):
+    the issue's reference for the end-to-end rate on CPUs with native bfloat16."""
+    import tensorflow as tf
+
+    a = tf.cast(tf.random.uniform((n, n)), tf.bfloat16)
+    f = tf.function(lambda: tf.matmul(a, a))
+    f().numpy()
+    best = min(_timed(lambda: f().numpy()) for _ in range(repeats))
+    return 2 * n**3 / best / 1e9
+
+
 def gpu_gemm_gflops(n: int = 8192, repeats: int = 3) -> float:
     """Measured float32 matrix-multiply rate of the GPU, at full float32 precision (no TF32)."""
     import keras
@@ -177,6 +189,9 @@ def main() -> None:
     print(f"inference engine: {inference_engine()} (NUCLEOSEG_ENGINE / --backend)")
     gemm = sgemm_gflops if kind == "cpu" else gpu_gemm_gflops
     rates = [gemm()]
+    # on a CPU with native bfloat16, the rate bfloat16 models are held to
+    bf16_rates = [bf16_gemm_gflops()] if kind == "cpu" and \
+        {"auto", "bfloat16"} & set(args.precision) else []
     print(f"device: {device}")
     image = big_image(args.size, args.data)
     mp = image.shape[0] * image.shape[1] / 1e6
@@ -212,6 +227,8 @@ def main() -> None:
             for key, f in forward.items():
                 best[key] = min(best[key], _timed(f))
             rates.append(gemm(repeats=1))
+            if bf16_rates:
+                bf16_rates.append(bf16_gemm_gflops(repeats=1))
         bare_mps = side**2 / 1e6 / best["bare"]
         tile_mps = th * tw / 1e6 / best["bare@tile"]
         tiled, post = best["tiled"], best["post"]
@@ -234,6 +251,17 @@ def main() -> None:
         print(f"{name:<10}{prec:>10}{k:>9.0f}{lim:>7.3f}{b:>7.3f}{tile_shape:>10}{used:>9.3f}"
               f"{bt:>10.3f}{t:>7.3f}{tp:>7.3f}{c:>8.3f}{c / lim:>14.2f}{b / tp - 1:>9.1%}"
               f"{b / lim:>11.2f}")
+    if bf16_rates:
+        top = max(bf16_rates)
+        print(f"bfloat16 GEMM {top:.1f} GFLOP/s (TensorFlow 2048^3 matmul; best of "
+              f"{len(bf16_rates)} spread over the run; lowest {min(bf16_rates):.1f}); "
+              "achieved GFLOP/s and share of it, bfloat16 rows:")
+        for name, prec, fpp, b, _, _, _, t, tp, c in rows:
+            if prec == "bfloat16":
+                shares = "  ".join(f"{label} {r * fpp / 1e3:.0f} ({r * fpp / 1e3 / top:.0%})"
+                                   for label, r in (("bare", b), ("tiled", t), ("+post", tp),
+                                                    ("command", c)))
+                print(f"  {name}: {shares}")
     print("rates in MP/s; limit = float32 GEMM rate / FLOPs per pixel; bare = the model on one "
           f"{side}x{side} tile; tile = the tile the grid uses on this image; model px = pixels "
           "the model computes per image pixel (context where tiles meet); bare@tile = the model "

@@ -29,5 +29,7 @@ def test_wheel_carries_manifest_and_weights(tmp_path):
     assert "nucleoseg/weights/classifiers/consep_types.npz" in names
     assert "nucleoseg/weights/classifiers/consep_types.json" in names
     assert "nucleoseg/weights/classifiers/consep_types.keras" in names  # its patch net
+    for part in ("xml", "bin"):  # and the net as an OpenVINO file (napari's process runs it)
+        assert f"nucleoseg/weights/classifiers/consep_types_patch_net.{part}" in names
     assert "napari-nucleoseg = nucleoseg:napari.yaml" in ep
     assert "nucleoseg = nucleoseg.cli:main" in ep

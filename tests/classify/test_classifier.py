@@ -154,10 +154,36 @@ def test_patch_net_joins_the_forest_and_round_trips(tmp_path):
     path = clf.save(tmp_path, "mine")
     card = json.loads(path.with_suffix(".json").read_text())
     assert card["patch_net"]["file"] == "mine.keras" and card["patch_net"]["weight"] == 0.5
+    # and its OpenVINO file, which runs without Keras
+    assert card["patch_net"]["openvino"]["file"] == "mine_patch_net.xml"
+    assert (tmp_path / "mine_patch_net.bin").is_file()
     loaded = NucleusClassifier.load(path)
+    assert loaded.runs_without_keras and loaded.patch_ir == tmp_path / "mine_patch_net.xml"
     _, after = loaded.predict_proba(img, lab)
     np.testing.assert_allclose(after, before, atol=1e-3)
     assert not np.allclose(after, clf.forest.predict_proba(feats))  # the net takes part
+    # features given by the caller are used as they are
+    _, given = loaded.predict_proba(img, lab, (ids, feats))
+    np.testing.assert_array_equal(given, after)
+    # saving a loaded classifier copies both files of its net
+    again = NucleusClassifier.load(loaded.save(tmp_path / "copy", "mine2"))
+    assert again.patch_ir == tmp_path / "copy" / "mine2_patch_net.xml"
+    np.testing.assert_array_equal(again.predict_proba(img, lab)[1], after)
+
+    ir_card = json.loads(json.dumps(card))
+    with open(tmp_path / "mine_patch_net.bin", "ab") as f:
+        f.write(b"x")
+    with pytest.raises(ClassifierError, match="mine_patch_net.xml is corrupted"):
+        NucleusClassifier.load(path)
+    ir_card["patch_net"]["openvino"]["file"] = "../mine_patch_net.xml"
+    path.with_suffix(".json").write_text(json.dumps(ir_card))
+    with pytest.raises(ClassifierError, match="OpenVINO file .* is missing"):
+        NucleusClassifier.load(path)
+    del card["patch_net"]["openvino"]  # a net without its OpenVINO file runs with Keras
+    path.with_suffix(".json").write_text(json.dumps(card))
+    plain = NucleusClassifier.load(path)
+    assert plain.patch_ir is None and not plain.runs_without_keras
+    np.testing.assert_allclose(plain.predict_proba(img, lab)[1], before, atol=1e-3)
 
     card["patch_net"]["file"] = "../elsewhere.keras"
     path.with_suffix(".json").write_text(json.dumps(card))
@@ -171,16 +197,29 @@ def test_patch_net_joins_the_forest_and_round_trips(tmp_path):
         NucleusClassifier.load(path)
 
 
-def test_loading_the_shipped_classifier_imports_no_keras():
+def test_the_shipped_classifier_runs_whole_without_keras(tmp_path):
     """napari's process must never import TensorFlow (it cannot share the process with
-    Mesa's OpenGL): loading a classifier reads its patch net only on first use."""
+    Mesa's OpenGL): the shipped classifier's patch net runs from its OpenVINO file, so
+    loading and applying it whole (forest and net) imports no Keras, and gives the classes
+    the Keras net gives."""
     import subprocess
     import sys
 
-    code = ("import sys\nfrom nucleoseg.classify.classifier import NucleusClassifier\n"
+    img, lab, _ = _two_kinds()
+    np.savez(tmp_path / "pair.npz", img=img, lab=lab)
+    code = ("import sys, numpy as np\nfrom nucleoseg.classify.classifier import "
+            "NucleusClassifier\n"
+            f"pair = np.load({str(tmp_path / 'pair.npz')!r})\n"
             "clf = NucleusClassifier.load('consep_types')\n"
-            "print(clf.patch_net is not None, 'keras' in sys.modules)\n")
+            "ids, proba = clf.predict_proba(pair['img'], pair['lab'])\n"
+            f"np.save({str(tmp_path / 'proba.npy')!r}, proba)\n"
+            "print(clf.patch_net is not None, clf.runs_without_keras, 'keras' in sys.modules)\n")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
-    assert res.stdout.split() == ["True", "False"]
+    assert res.stdout.split() == ["True", "True", "False"]
+    # the same classifier with its Keras net (read on first use) in this process
+    keras_clf = NucleusClassifier.load("consep_types")
+    keras_clf.patch_ir = None
+    _, ref = keras_clf.predict_proba(img, lab)
+    np.testing.assert_allclose(np.load(tmp_path / "proba.npy"), ref, atol=1e-3)

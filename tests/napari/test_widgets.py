@@ -489,6 +489,36 @@ def test_classify_panel_trains_from_marks_and_fills_features(make_napari_viewer,
     assert table["data"][0][2] == int(round(len(centres["round"]) / 0.0144))
 
 
+def test_classify_panel_applies_the_shipped_classifier_whole(make_napari_viewer):
+    """The shipped CoNSeP classifier applies with its patch net (from its OpenVINO file, no
+    TensorFlow in napari's process): the panel's classes are the library's."""
+    from nucleoseg.classify.classifier import (
+        DEFAULT_CLASSIFIER,
+        NucleusClassifier,
+        resolve_classifier_path,
+    )
+
+    errors_before = len(_errors())
+    img, lab, _ = _two_kinds_image()
+    viewer = make_napari_viewer()
+    image = viewer.add_image(img, name="he")
+    labels = viewer.add_labels(lab, name="nuclei")
+    w = _dock(viewer, "Classify nuclei")
+    w._image.value, w._labels_layer.value = image, labels
+    w._saved.value = str(resolve_classifier_path(DEFAULT_CLASSIFIER))
+    w._on_apply()
+    assert len(_errors()) == errors_before, _errors()[errors_before:]
+    assert "forest part" not in w._status.value and DEFAULT_CLASSIFIER in w._status.value
+    clf = NucleusClassifier.load(DEFAULT_CLASSIFIER)
+    ids, proba = clf.predict_proba(img, lab)
+    by_id = dict(zip(labels.features["index"], labels.features["class"], strict=True))
+    assert [by_id[int(i)] for i in ids] == clf.class_names(proba.argmax(axis=1))
+    shown = np.asarray(labels.features["probability"], float)
+    np.testing.assert_allclose(shown, proba.max(axis=1), atol=1e-6)
+    forest_only = clf.predict_features(w._cache[2])[1].max(axis=1)
+    assert np.abs(shown - forest_only).max() > 0.01  # the net took part
+
+
 def test_classify_panel_clear_messages(make_napari_viewer):
     img, lab, _ = _two_kinds_image()
     viewer = make_napari_viewer()

@@ -7,7 +7,8 @@ under a second and classifies every nucleus of the labels layer. The labels laye
 ``features`` get a ``class`` column; a "classes" layer shows the same labels (no copy)
 coloured by class; the table counts nuclei per class and, with a pixel size, their density
 per mm². Classifiers save to the user folder (atomic, with a card) and load from there; the
-shipped CoNSeP classifier applies with one click. Runs in the GUI process: no Keras needed.
+shipped CoNSeP classifier applies with one click, whole: its patch CNN runs from its
+OpenVINO file. Runs in the GUI process: no Keras needed.
 """
 
 from __future__ import annotations
@@ -130,7 +131,8 @@ class ClassifyWidget(Panel):
 
     # ------------------------------------------------------------ train / apply
     def _features(self):
-        """``(image, labels, ids, features)`` of the chosen layers (cached per layer data)."""
+        """``(image, labels, ids, features)`` of the chosen layers (features cached per layer
+        data)."""
         from ..classify.features import nucleus_features
 
         img_layer, lab_layer = self._image.value, self._labels_layer.value
@@ -150,7 +152,7 @@ class ClassifyWidget(Panel):
             ids, feats = nucleus_features(image, labels)
             self._cache = (key, ids, feats)
         _, ids, feats = self._cache
-        return labels, ids, feats
+        return image, labels, ids, feats
 
     def _marked(self, labels: np.ndarray, lab_layer) -> tuple[np.ndarray, np.ndarray]:
         """Label ids under the marks and their class names (unmarked nuclei skipped)."""
@@ -172,7 +174,7 @@ class ClassifyWidget(Panel):
 
         try:
             t0 = time.perf_counter()
-            labels, ids, feats = self._features()
+            _, labels, ids, feats = self._features()
             marked_ids, marked_names = self._marked(labels, self._labels_layer.value)
             names = [n for n in self._class_names() if n in set(marked_names)]
             if len(names) < 2:
@@ -205,23 +207,31 @@ class ClassifyWidget(Panel):
             if not self._saved.value:
                 raise ValueError("no classifier to apply")
             self._clf = NucleusClassifier.load(self._saved.value)
-            _, ids, feats = self._features()
-            self._show(ids, feats)
-            # the panel applies the forest: its patch CNN (CLI, slides) needs TensorFlow,
-            # which must not load beside napari's OpenGL
-            part = " (forest part)" if self._clf.patch_net is not None else ""
+            image, labels, ids, feats = self._features()
+            proba = None
+            if self._clf.runs_without_keras:  # its patch net runs from its OpenVINO file
+                proba = self._clf.predict_proba(image, labels, (ids, feats))[1]
+            self._show(ids, feats, proba)
+            # a patch net with no OpenVINO file needs TensorFlow, which must not load beside
+            # napari's OpenGL: the panel then applies the forest part
+            part = "" if self._clf.runs_without_keras else " (forest part)"
             self._status.value = (f"{self._clf.card.get('name', 'classifier')}{part}: "
                                   f"{len(ids)} nuclei in {time.perf_counter() - t0:.2f} s")
         except Exception as exc:
             notify_error(exc)
 
-    def _show(self, ids: np.ndarray, feats: np.ndarray) -> None:
-        """Classes into the labels layer's features, a coloured layer and the table."""
+    def _show(self, ids: np.ndarray, feats: np.ndarray, proba: np.ndarray | None = None
+              ) -> None:
+        """Classes (from ``proba``, else from the features by the forest) into the labels
+        layer's features, a coloured layer and the table."""
         import pandas as pd
         from napari.utils.colormaps import DirectLabelColormap
 
         clf = self._clf
-        idx, proba = clf.predict_features(feats)
+        if proba is None:
+            idx, proba = clf.predict_features(feats)
+        else:
+            idx = proba.argmax(axis=1)
         lab_layer = self._labels_layer.value
         names = np.asarray(clf.classes, dtype=object)[idx] if len(idx) else np.array([])
         table = pd.DataFrame({"index": ids.astype(int), "class": names,

@@ -118,6 +118,8 @@ class NucleusClassifier:
         forest's, weighted ``patch_weight`` (the shipped CoNSeP classifier has one).
     patch_weight : float
         Weight of the patch net's probabilities, in [0, 1].
+    patch_ir : pathlib.Path, optional
+        The patch net as an OpenVINO file (checked against the card), run without Keras.
     """
 
     classes: list[str]
@@ -126,6 +128,7 @@ class NucleusClassifier:
     card: dict[str, Any] = field(default_factory=dict)
     patch_net: Any = None
     patch_weight: float = 0.0
+    patch_ir: Path | None = None
     _runner: Any = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
@@ -173,22 +176,43 @@ class NucleusClassifier:
         proba = self.forest.predict_proba(features.astype(np.float32))
         return proba.argmax(axis=1), proba
 
-    def predict_proba(self, image: np.ndarray, labels: np.ndarray
-                      ) -> tuple[np.ndarray, np.ndarray]:
-        """Class probabilities of every nucleus: ``(ids (N,), probabilities (N, C))``."""
-        ids, feats = nucleus_features(image, labels)
+    @property
+    def runs_without_keras(self) -> bool:
+        """Whether :meth:`predict_proba` imports no Keras: no patch net, or one shipped as an
+        OpenVINO file (what napari's process needs)."""
+        from ..inference.openvino_engine import available
+
+        return self.patch_net is None or (self.patch_ir is not None and available())
+
+    def predict_proba(
+        self, image: np.ndarray, labels: np.ndarray,
+        features: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Class probabilities of every nucleus: ``(ids (N,), probabilities (N, C))``.
+
+        ``features`` is ``nucleus_features(image, labels)`` when the caller has it already.
+        """
+        ids, feats = nucleus_features(image, labels) if features is None else features
         _, proba = self.predict_features(feats)
         if self.patch_net is not None and ids.size:
-            from .patch_net import PatchRunner, nucleus_patches
+            from .patch_net import nucleus_patches
 
-            if isinstance(self.patch_net, Path):  # loaded on first use (imports Keras)
-                self.patch_net = _read_patch_net(self.patch_net, len(self.classes))
             if self._runner is None:
-                self._runner = PatchRunner(self.patch_net,
-                                           self.card.get("patch_net", {}).get("sha256"))
+                self._runner = self._patch_runner()
             cnn = self._runner(nucleus_patches(image, labels, ids))
             proba = (1 - self.patch_weight) * proba + self.patch_weight * cnn
         return ids, proba
+
+    def _patch_runner(self) -> Any:
+        """The patch net's runner: its OpenVINO file when there is one, else Keras (read on
+        first use)."""
+        from .patch_net import PatchRunner
+
+        if self.runs_without_keras:
+            return PatchRunner(ir=self.patch_ir, n_classes=len(self.classes))
+        if isinstance(self.patch_net, Path):  # loaded on first use (imports Keras)
+            self.patch_net = _read_patch_net(self.patch_net, len(self.classes))
+        return PatchRunner(self.patch_net, self.card.get("patch_net", {}).get("sha256"))
 
     def predict(self, image: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Class of every nucleus: ``(ids (N,), class indices (N,))``."""
@@ -227,6 +251,11 @@ class NucleusClassifier:
                                     else (lambda p: net.save(p)))
             card["patch_net"] = {"file": net_path.name, "sha256": sha256(net_path),
                                  "weight": self.patch_weight, "patch": PATCH}
+            ir = self._save_patch_ir(directory / f"{name}_patch_net.xml")
+            if ir is not None:
+                card["patch_net"]["openvino"] = {
+                    "file": ir.name, "sha256": sha256(ir),
+                    "weights_sha256": sha256(ir.with_suffix(".bin"))}
         path = atomic_write_bytes(directory / f"{name}.npz", buf.getvalue())
         card = {**card, "name": name, "kind": "nucleus_classifier",
                 "card_version": CLASSIFIER_VERSION, "classes": self.classes,
@@ -234,6 +263,27 @@ class NucleusClassifier:
                 "sha256": sha256(path)}
         atomic_write_bytes(path.with_suffix(".json"), (json.dumps(card, indent=2) + "\n").encode())
         return path
+
+    def _save_patch_ir(self, xml: Path) -> Path | None:
+        """Write the patch net's OpenVINO file to ``xml`` (+ ``.bin``): copied when the
+        classifier has one, converted from a Keras net on TensorFlow where OpenVINO is
+        installed; None otherwise (the net then runs with Keras)."""
+        from ..inference.openvino_engine import available, export_ir
+        from ..io.atomic import atomic_write
+
+        if self.patch_ir is not None:
+            src = self.patch_ir
+            # the weights first: a reader that finds the .xml finds its .bin
+            atomic_write(xml.with_suffix(".bin"),
+                         lambda p: shutil.copyfile(src.with_suffix(".bin"), p))
+            return atomic_write(xml, lambda p: shutil.copyfile(src, p))
+        if isinstance(self.patch_net, Path) or not available():
+            return None
+        import keras
+
+        if keras.backend.backend() != "tensorflow":
+            return None
+        return export_ir(self.patch_net, xml)
 
     @classmethod
     def load(cls, name_or_path: str | Path) -> NucleusClassifier:
@@ -269,22 +319,29 @@ class NucleusClassifier:
         classes, colors = list(card["classes"]), list(card["colors"])
         if forest.value.shape[1] != len(classes) or len(colors) != len(classes):
             raise ClassifierError(f"{path.name}: classes and trees do not match")
-        net, weight = _load_patch_net(path, card.get("patch_net"), len(classes))
-        return cls(classes, colors, forest, card, net, weight)
+        net, weight, ir = _load_patch_net(path, card.get("patch_net"), len(classes))
+        return cls(classes, colors, forest, card, net, weight, ir)
+
+
+def _beside(npz_path: Path, file: Any, what: str) -> Path:
+    """The file a card names, which must lie beside the card."""
+    name = Path(str(file or ""))
+    path = npz_path.parent / name.name
+    if not name.name or name.name != str(name) or not path.is_file():
+        raise ClassifierError(f"{npz_path.name}: its {what} {name} is missing")
+    return path
 
 
 def _load_patch_net(npz_path: Path, entry: dict | None, n_classes: int
-                    ) -> tuple[Any, float]:
-    """The patch net a card names (checked against its checksum), or ``(None, 0.0)``."""
+                    ) -> tuple[Any, float, Path | None]:
+    """The patch net a card names (checked against its checksums): ``(path of the Keras
+    file, weight, path of the OpenVINO file or None)``, or ``(None, 0.0, None)``."""
     if not entry:
-        return None, 0.0
+        return None, 0.0, None
     from ..models.weights import sha256
     from .patch_net import PATCH
 
-    name = Path(str(entry.get("file", "")))
-    net_path = npz_path.parent / name.name
-    if name.name != str(name) or not net_path.is_file():  # only a file beside the card
-        raise ClassifierError(f"{npz_path.name}: its patch net {name} is missing")
+    net_path = _beside(npz_path, entry.get("file"), "patch net")
     if not entry.get("sha256") or sha256(net_path) != entry["sha256"]:
         raise ClassifierError(f"{net_path.name} is corrupted or was changed (SHA-256 differs "
                               "from its card)")
@@ -294,9 +351,20 @@ def _load_patch_net(npz_path: Path, entry: dict | None, n_classes: int
     weight = float(entry.get("weight", 0.5))
     if not 0 <= weight <= 1:
         raise ClassifierError(f"{npz_path.name}: patch net weight {weight} outside [0, 1]")
-    # the verified path: Keras reads it on first use, so loading a classifier (e.g. in the
+    ir = None
+    if entry.get("openvino"):
+        ov_entry = entry["openvino"]
+        ir = _beside(npz_path, ov_entry.get("file"), "patch net's OpenVINO file")
+        if ir.suffix != ".xml":
+            raise ClassifierError(f"{ir.name}: an OpenVINO model file ends in .xml")
+        weights = _beside(npz_path, ir.with_suffix(".bin").name, "patch net's OpenVINO weights")
+        if sha256(ir) != ov_entry.get("sha256") or \
+                sha256(weights) != ov_entry.get("weights_sha256"):
+            raise ClassifierError(f"{ir.name} is corrupted or was changed (SHA-256 differs "
+                                  "from its card)")
+    # verified paths: Keras reads the net on first use, so loading a classifier (e.g. in the
     # napari process, where TensorFlow must not be imported) imports no Keras
-    return net_path, weight
+    return net_path, weight, ir
 
 
 def _read_patch_net(path: Path, n_classes: int) -> Any:

@@ -5,22 +5,23 @@ image borders) plus a fourth channel that marks the nucleus's own pixels, so the
 sees texture, chromatin and surroundings that hand-made features miss. Output: class
 probabilities. It joins the random forest of
 :class:`~nucleoseg.classify.classifier.NucleusClassifier` (their probabilities are
-averaged with a weight chosen on validation tiles). Prediction runs through OpenVINO on a
-CPU when the segmentation does (:mod:`nucleoseg.inference.openvino_engine`), in fixed
-batches so one compiled shape serves every tile.
+averaged with a weight chosen on validation tiles). Prediction runs through OpenVINO on the
+CPU (:mod:`nucleoseg.inference.openvino_engine`) from the net's OpenVINO file shipped beside
+it, or with Keras where there is none.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 #: Patch side in pixels (40x: 12 micrometres, a nucleus and its immediate surroundings).
 PATCH = 48
-#: Nuclei per forward pass (the last batch is padded: one compiled shape).
+#: Nuclei per forward pass.
 BATCH = 128
 
 
@@ -134,19 +135,34 @@ def train_patch_net(
 
 
 class PatchRunner:
-    """Class probabilities of patches from a trained patch net (OpenVINO on a CPU when the
-    segmentation uses it, else Keras), in fixed batches of :data:`BATCH`."""
+    """Class probabilities of patches from a trained patch net, in batches of :data:`BATCH`
+    (a last, smaller batch is padded to a multiple of 32: at most four compiled shapes).
 
-    def __init__(self, model: Any, checksum: str | None = None) -> None:
+    It runs through OpenVINO on the CPU from the net's OpenVINO file ``ir`` when given (no
+    Keras: this is how napari's process runs it), else converted from ``model`` when the
+    segmentation uses OpenVINO, else with Keras.
+    """
+
+    def __init__(self, model: Any = None, checksum: str | None = None,
+                 ir: str | Path | None = None, n_classes: int | None = None) -> None:
         from ..backend import inference_engine
+        from ..models.precision import resolve_precision
 
+        if model is None and ir is None:
+            raise ValueError("give the patch net or its OpenVINO file")
         self.model = model
+        self.n_classes = int(model.outputs[0].shape[-1]) if model is not None else \
+            int(n_classes or 0)
         self._run = None
-        if inference_engine() == "openvino":
+        # the segmentation's precision rule (bfloat16 where the CPU has it natively)
+        if ir is not None:
             from ..inference.openvino_engine import OpenVINOModel
-            from ..models.precision import resolve_precision
 
-            # the segmentation's precision rule (bfloat16 where the CPU has it natively)
+            self._run = OpenVINOModel(ir=ir, precision=resolve_precision("auto", None,
+                                                                          "openvino"))
+        elif inference_engine() == "openvino":
+            from ..inference.openvino_engine import OpenVINOModel
+
             self._run = OpenVINOModel(model, resolve_precision("auto", None, "openvino"),
                                       checksum)
 
@@ -154,12 +170,12 @@ class PatchRunner:
         from ..inference.predict import predict_batch
 
         n = patches.shape[0]
-        out = np.zeros((n, int(self.model.outputs[0].shape[-1])), np.float32)
-        batch = np.zeros((BATCH, PATCH, PATCH, 4), np.float32)
+        out = np.zeros((n, self.n_classes), np.float32)
         for start in range(0, n, BATCH):
             chunk = patches[start:start + BATCH]
+            size = min(BATCH, -(-len(chunk) // 32) * 32)  # pad to a multiple of 32
+            batch = np.zeros((size, PATCH, PATCH, 4), np.float32)
             batch[:len(chunk)] = chunk
-            batch[len(chunk):] = 0
             probs = self._run(batch) if self._run is not None else \
                 predict_batch(self.model, batch)
             out[start:start + len(chunk)] = probs[:len(chunk)]

@@ -6,7 +6,7 @@ on CPUs with ``avx512_bf16``/``amx_bf16``). Converted models are cached under th
 folder by the ``.keras`` file's checksum, so only the first load of a model pays the
 conversion (~2 s). Measured against TensorFlow in ``benchmarks/cpu_engines.py``
 (``benchmarks/results/cpu_engines_cpu.txt``); the accuracy of its bfloat16 on the validation
-tiles is in ``benchmarks/results/openvino_val_cpu.txt``.
+tiles is in ``benchmarks/results/engines_val_cpu.txt``.
 
 Inference only: training and fine-tuning stay on Keras.
 """
@@ -60,20 +60,31 @@ class OpenVINOModel:
     loader : callable, optional
         Returns the Keras model; called only when the cache lacks the conversion, so a
         cached model runs without importing Keras or TensorFlow.
+    ir : path, optional
+        An OpenVINO model file (``.xml`` beside its ``.bin``, e.g. written by
+        :func:`export_ir`) to run instead: no Keras, no conversion.
     """
 
     def __init__(self, model: Any = None, precision: str = "float32",
-                 checksum: str | None = None, loader: Callable[[], Any] | None = None) -> None:
+                 checksum: str | None = None, loader: Callable[[], Any] | None = None,
+                 ir: str | Path | None = None) -> None:
         import openvino as ov
 
         if precision not in _HINTS:
             raise ValueError(f"precision must be one of {', '.join(_HINTS)}, not {precision!r}")
-        if model is None and loader is None:
-            raise ValueError("give the Keras model or a loader for it")
+        if model is None and loader is None and ir is None:
+            raise ValueError("give the Keras model, a loader for it or an OpenVINO file")
         self.precision = precision
         self._core = ov.Core()
-        self._source = _converted((lambda: model) if model is not None else loader,
-                                  checksum, self._core)
+        if ir is not None:
+            try:
+                self._source = self._core.read_model(str(ir))
+            except Exception as exc:  # OpenVINO raises RuntimeError subclasses
+                raise ValueError(f"cannot read the OpenVINO model {Path(ir).name}: "
+                                 f"{str(exc).splitlines()[0] if str(exc) else exc}") from None
+        else:
+            self._source = _converted((lambda: model) if model is not None else loader,
+                                      checksum, self._core)
         self._compiled: OrderedDict[tuple[int, ...], Any] = OrderedDict()
         self._lock = threading.RLock()
 
@@ -120,18 +131,34 @@ def _converted(load: Callable[[], Any], checksum: str | None, core: Any) -> Any:
     converted = _convert(load())
     if cached is not None:
         try:
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            staging = Path(tempfile.mkdtemp(dir=cached.parent, prefix=".convert-"))
-            try:
-                ov.save_model(converted, str(staging / "model.xml"), compress_to_fp16=False)
-                # the weights first: a reader that finds the .xml finds its .bin
-                os.replace(staging / "model.bin", cached.with_suffix(".bin"))
-                os.replace(staging / "model.xml", cached)
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)
+            _save(converted, cached)
         except OSError:  # a read-only or full cache only costs the conversion next time
             pass
     return converted
+
+
+def _save(converted: Any, xml: Path) -> None:
+    """Write an OpenVINO model to ``xml`` and its ``.bin`` atomically (float32 weights)."""
+    import openvino as ov
+
+    xml.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=xml.parent, prefix=".convert-"))
+    try:
+        ov.save_model(converted, str(staging / "model.xml"), compress_to_fp16=False)
+        # the weights first: a reader that finds the .xml finds its .bin
+        os.replace(staging / "model.bin", xml.with_suffix(".bin"))
+        os.replace(staging / "model.xml", xml)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def export_ir(model: Any, xml: str | Path) -> Path:
+    """Convert a Keras model (TensorFlow backend) and write it as an OpenVINO model file
+    (``xml`` and the ``.bin`` beside it, atomically), which :class:`OpenVINOModel` runs
+    with ``ir=xml`` without Keras. Returns the ``.xml`` path."""
+    xml = Path(xml)
+    _save(_convert(model), xml)
+    return xml
 
 
 def _convert(model: Any) -> Any:

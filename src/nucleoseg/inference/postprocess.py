@@ -25,7 +25,11 @@ def suppress_fill(probs: np.ndarray, image: np.ndarray) -> np.ndarray:
     giant nucleus. Stained nuclei are never that dark in every channel (51 such pixels in all
     MoNuSeg and CoNSeP tiles together). Modifies and returns ``probs``.
     """
-    fill = image.max(axis=-1) <= FILL_MAX
+    # channel by channel: numpy reduces a short last axis about 8x slower
+    brightest = image[..., 0]
+    for c in range(1, image.shape[-1]):
+        brightest = np.maximum(brightest, image[..., c])
+    fill = brightest <= FILL_MAX
     if fill.any():
         probs[fill] = 0
     return probs
