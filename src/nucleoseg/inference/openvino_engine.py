@@ -13,6 +13,7 @@ Inference only: training and fine-tuning stay on Keras.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shutil
@@ -130,10 +131,9 @@ def _converted(load: Callable[[], Any], checksum: str | None, core: Any) -> Any:
             pass
     converted = _convert(load())
     if cached is not None:
-        try:
+        # a read-only or full cache only costs the conversion next time
+        with contextlib.suppress(OSError):
             _save(converted, cached)
-        except OSError:  # a read-only or full cache only costs the conversion next time
-            pass
     return converted
 
 
