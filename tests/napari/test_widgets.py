@@ -499,12 +499,7 @@ def test_classify_panel_applies_the_shipped_classifier_whole(make_napari_viewer)
     )
 
     errors_before = len(_errors())
-    img, lab, _ = _two_kinds_image()
-    viewer = make_napari_viewer()
-    image = viewer.add_image(img, name="he")
-    labels = viewer.add_labels(lab, name="nuclei")
-    w = _dock(viewer, "Classify nuclei")
-    w._image.value, w._labels_layer.value = image, labels
+    img, lab, w, labels = _classify_panel(make_napari_viewer)
     w._saved.value = str(resolve_classifier_path(DEFAULT_CLASSIFIER))
     w._on_apply()
     assert len(_errors()) == errors_before, _errors()[errors_before:]
@@ -519,13 +514,21 @@ def test_classify_panel_applies_the_shipped_classifier_whole(make_napari_viewer)
     assert np.abs(shown - forest_only).max() > 0.01  # the net took part
 
 
-def test_classify_panel_clear_messages(make_napari_viewer):
+def _classify_panel(make_napari_viewer):
+    """``(image, labels, panel, labels layer)``: the two-kinds image and its labels in a
+    viewer, chosen in a docked Classify panel."""
     img, lab, _ = _two_kinds_image()
     viewer = make_napari_viewer()
     image = viewer.add_image(img, name="he")
     labels = viewer.add_labels(lab, name="nuclei")
     w = _dock(viewer, "Classify nuclei")
     w._image.value, w._labels_layer.value = image, labels
+    return img, lab, w, labels
+
+
+def test_classify_panel_clear_messages(make_napari_viewer):
+    _, lab, w, _ = _classify_panel(make_napari_viewer)
+    viewer = w._viewer
     w._on_train()
     assert any("mark a few nuclei" in m for m in _errors())
     other = viewer.add_labels(lab[:100], name="small")
