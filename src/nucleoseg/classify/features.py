@@ -73,14 +73,18 @@ def nucleus_features(
     from scipy.spatial import cKDTree
     from skimage.segmentation import find_boundaries
 
+    from ..io.labels import compact_ids
+
     labels = np.asarray(labels)
     if image.shape[:2] != labels.shape:
         raise ValueError(f"image {image.shape[:2]} and labels {labels.shape} differ in size")
-    if labels.min() < 0:
+    if labels.size and labels.min() < 0:
         raise ValueError("labels must be non-negative")
-    ids = nucleus_ids(labels) if ids is None else np.asarray(ids)
+    labels, original = compact_ids(labels)  # a slide block's global ids
+    asked = None if ids is None else np.asarray(ids)
+    ids = nucleus_ids(labels) if ids is None else _local_ids(asked, original)
     if ids.size == 0:
-        return ids, np.zeros((0, len(FEATURE_NAMES)), np.float32)
+        return (ids if asked is None else asked), np.zeros((0, len(FEATURE_NAMES)), np.float32)
     lab = labels.astype(np.int32, copy=False)
     n = int(lab.max()) + 1
     grown = ndi.grey_dilation(lab, size=(2 * RING + 1, 2 * RING + 1))
@@ -136,7 +140,19 @@ def nucleus_features(
              boundary[ids], compact[ids],
              *[m[ids] for m in means], *[s[ids] for s in stds],
              *[m[ids] for m in ring_means], h_ratio[ids], *neigh, neigh_area, *context]
-    return ids, np.stack(cols_, axis=1).astype(np.float32)
+    described = ids if original is None else original[ids]
+    return described, np.stack(cols_, axis=1).astype(np.float32)
+
+
+def _local_ids(ids: np.ndarray, original: np.ndarray | None) -> np.ndarray:
+    """``ids`` in the numbering of :func:`~nucleoseg.io.labels.compact_ids`."""
+    if original is None:
+        return ids
+    local = np.searchsorted(original, ids)
+    found = (local < original.size) & (original[np.minimum(local, original.size - 1)] == ids)
+    if not found.all():
+        raise ValueError(f"ids not in the labels: {ids[~found][:5].tolist()}")
+    return local
 
 
 def _context(image: np.ndarray, foreground: np.ndarray, centres: np.ndarray

@@ -28,14 +28,20 @@ BATCH = 128
 def nucleus_patches(image: np.ndarray, labels: np.ndarray, ids: np.ndarray) -> np.ndarray:
     """``(N, PATCH, PATCH, 4) uint8`` crops around the centroids of ``ids``: RGB and a mask
     channel (255 on the nucleus's own pixels)."""
-    lab = np.asarray(labels).astype(np.int32, copy=False)
-    ids = np.asarray(ids, np.int64)
+    from ..io.labels import compact_ids
+    from .features import _local_ids
+
+    lab, original = compact_ids(labels)  # a slide block's global ids
+    lab = lab.astype(np.int32, copy=False)
+    ids = _local_ids(np.asarray(ids, np.int64), original)
     n = int(lab.max()) + 1 if lab.size else 1
-    flat = lab.ravel()
-    area = np.maximum(np.bincount(flat, minlength=n), 1)
-    rows, cols = np.divmod(np.arange(flat.size), lab.shape[1])
-    cy = np.bincount(flat, rows, n) / area
-    cx = np.bincount(flat, cols, n) / area
+    # centroids from the nucleus pixels only (the same sums, in the same order)
+    nz = np.flatnonzero(lab)
+    own = lab.ravel()[nz]
+    area = np.maximum(np.bincount(own, minlength=n), 1)
+    rows, cols = np.divmod(nz, lab.shape[1])
+    cy = np.bincount(own, rows, n) / area
+    cx = np.bincount(own, cols, n) / area
     h = PATCH // 2
     img = np.pad(image, ((h, h), (h, h), (0, 0)), mode="reflect")
     padded = np.pad(lab, h)

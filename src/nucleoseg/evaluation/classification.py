@@ -29,15 +29,18 @@ PAIR_RADIUS = 12.0
 
 def centroids(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(ids (N,), centroids (N, 2) row/col)`` of every nucleus of ``labels``."""
-    lab = np.asarray(labels).astype(np.int64, copy=False).ravel()
+    from ..io.labels import compact_ids
+
+    labels, original = compact_ids(labels)
+    lab = labels.astype(np.int64, copy=False).ravel()
     n = int(lab.max()) + 1 if lab.size else 1
     area = np.bincount(lab, minlength=n)
     ids = np.nonzero(area)[0]
     ids = ids[ids > 0]
-    rows, cols = np.divmod(np.arange(lab.size), np.asarray(labels).shape[1])
+    rows, cols = np.divmod(np.arange(lab.size), labels.shape[1])
     cy = np.bincount(lab, weights=rows, minlength=n)[ids] / area[ids]
     cx = np.bincount(lab, weights=cols, minlength=n)[ids] / area[ids]
-    return ids, np.stack([cy, cx], axis=1)
+    return ids if original is None else original[ids], np.stack([cy, cx], axis=1)
 
 
 def pair_centroids(a: np.ndarray, b: np.ndarray, radius: float = PAIR_RADIUS

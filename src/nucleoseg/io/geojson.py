@@ -47,15 +47,17 @@ def labels_to_geojson(
     classes : dict, optional
         Per label id, ``(class name, "#rrggbb")``; ids without one stay "Nucleus".
     """
+    from .labels import compact_ids
     from .monuseg import labels_to_regions
 
     if object_type not in ("detection", "annotation"):
         raise ValueError("object_type must be 'detection' or 'annotation'")
-    labels = np.asarray(labels)
+    labels, original = compact_ids(labels)
     ids = np.unique(labels)
     ids = ids[ids > 0]
     features = []
-    for label_id, verts in zip(ids, labels_to_regions(labels), strict=True):
+    for local_id, verts in zip(ids, labels_to_regions(labels), strict=True):
+        label_id = local_id if original is None else original[local_id]
         # labels_to_regions gives 1-based (X, Y) through pixel centres; QuPath's pixel
         # (r, c) spans [c, c+1): centre at c + 0.5, so x = X - 1 + 0.5
         xy = (verts - 0.5 + np.array([offset[1], offset[0]])) * scale
@@ -142,7 +144,9 @@ def measure_nuclei(
     full-image pixels)."""
     from skimage.measure import regionprops
 
-    labels = np.asarray(labels)
+    from .labels import compact_ids
+
+    labels, original = compact_ids(labels)
     hema = None
     if image is not None:
         from skimage.color import rgb2hed
@@ -157,7 +161,7 @@ def measure_nuclei(
         x, y = (c + offset[1] + 0.5) * scale, (r + offset[0] + 0.5) * scale
         area = float(prop.area) * scale * scale
         rows.append({
-            "id": int(prop.label),
+            "id": int(prop.label if original is None else original[prop.label]),
             "centroid_x_px": x, "centroid_y_px": y,
             "centroid_x_um": x * mpp, "centroid_y_um": y * mpp,
             "area_px": area, "area_um2": area * mpp * mpp,

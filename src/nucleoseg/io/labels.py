@@ -12,6 +12,30 @@ from .images import ImageError, read_array
 LABEL_SUFFIXES = (".tif", ".tiff", ".png", ".npy", ".xml")
 
 
+def compact_ids(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Labels with sparse ids (a whole slide's global ids run to width x height) renumbered
+    1..N, for code whose cost grows with the largest id (``bincount``, ``find_objects``,
+    ``regionprops``: 53 s and 11 GB for one nucleus with id 3e8).
+
+    Returns
+    -------
+    labels : numpy.ndarray
+        ``labels`` itself when its largest id is below its pixel count (nothing to gain),
+        else ``(H, W) int32`` ids 1..N in the order of the old ids.
+    original : numpy.ndarray or None
+        ``original[new_id]`` is the old id (``original[0] == 0``); None when not renumbered.
+    """
+    labels = np.asarray(labels)
+    if labels.size == 0 or int(labels.max()) < labels.size:
+        return labels, None
+    flat = labels.ravel()
+    nz = np.flatnonzero(flat)
+    old, inverse = np.unique(flat[nz], return_inverse=True)
+    compact = np.zeros(labels.shape, np.int32)
+    compact.ravel()[nz] = inverse.astype(np.int32) + 1
+    return compact, np.concatenate([np.zeros(1, old.dtype), old])
+
+
 def read_labels(path: str | Path, shape: tuple[int, int] | None = None) -> np.ndarray:
     """Read instance labels as ``(H, W) int32``.
 
