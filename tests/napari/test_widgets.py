@@ -295,6 +295,21 @@ def test_demo_opens_sample_with_segment_docked(make_napari_viewer):
         viewer.close()
 
 
+def test_demo_script_exits_cleanly_while_the_panel_lists_devices(tmp_path):
+    """README command 1's check (`python -m nucleoseg.demo --no-run`) exits 0: the Segment
+    panel's device listing is still waiting on its compute child when the script ends, and a
+    worker that finished after Python tore down its Qt objects aborted the process (134)."""
+    import os
+    import subprocess
+
+    env = {**os.environ, "NAPARI_CONFIG": str(tmp_path / "napari.yaml")}
+    for _ in range(2):
+        res = subprocess.run([sys.executable, "-m", "nucleoseg.demo", "--no-run"], env=env,
+                             capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stderr[-2000:]
+        assert "has been deleted" not in res.stderr
+
+
 def test_finetune_region_choices(make_napari_viewer, qtbot, he_image):
     """Whole layer, the part in view, or the rectangles of a Shapes layer."""
     image, labels = he_image
