@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from .features import FEATURE_NAMES, nucleus_features
+from .forest import Forest
 
 #: The shipped CoNSeP classifier's name.
 DEFAULT_CLASSIFIER = "consep_types"
@@ -32,71 +33,6 @@ PALETTE = ("#ffd400", "#00c8ff", "#ff3030", "#30ff60", "#ff8c00", "#b070ff", "#f
 
 class ClassifierError(RuntimeError):
     """A classifier that cannot be used (missing, corrupted, mismatched)."""
-
-
-@dataclass
-class Forest:
-    """A tree ensemble as flat node arrays (every tree's nodes concatenated).
-
-    ``feature`` is -1 at leaves; ``left``/``right`` are absolute node indices; ``value`` is
-    ``(nodes, classes)`` class probabilities at the leaves; ``roots`` the first node of each
-    tree.
-    """
-
-    feature: np.ndarray
-    threshold: np.ndarray
-    left: np.ndarray
-    right: np.ndarray
-    value: np.ndarray
-    roots: np.ndarray
-
-    def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        """``(N, F)`` features to ``(N, classes)`` probabilities (mean over trees)."""
-        n = x.shape[0]
-        if n == 0:
-            return np.zeros((0, self.value.shape[1]), np.float32)
-        node = np.broadcast_to(self.roots, (n, self.roots.size)).copy()
-        rows = np.arange(n)[:, None]
-        while True:
-            f = self.feature[node]
-            inner = f >= 0
-            if not inner.any():
-                break
-            go_left = x[rows, np.maximum(f, 0)] <= self.threshold[node]
-            nxt = np.where(go_left, self.left[node], self.right[node])
-            node = np.where(inner, nxt, node)
-        return self.value[node].mean(axis=1)
-
-    @classmethod
-    def from_sklearn(cls, estimator: Any, n_classes: int) -> Forest:
-        """Export a fitted ``RandomForestClassifier``/``ExtraTreesClassifier``.
-
-        ``estimator.classes_`` must be class indices ``< n_classes``.
-        """
-        feats, thr, left, right, vals, roots = [], [], [], [], [], []
-        offset = 0
-        cols = np.asarray(estimator.classes_, int)
-        for tree in estimator.estimators_:
-            t = tree.tree_
-            leaf = t.children_left < 0
-            roots.append(offset)
-            feats.append(np.where(leaf, -1, t.feature).astype(np.int16))
-            thr.append(t.threshold.astype(np.float32))
-            left.append(np.where(leaf, 0, t.children_left + offset).astype(np.int32))
-            right.append(np.where(leaf, 0, t.children_right + offset).astype(np.int32))
-            v = t.value[:, 0, :].astype(np.float64)
-            v = v / np.maximum(v.sum(axis=1, keepdims=True), 1e-12)
-            full = np.zeros((t.node_count, n_classes), np.float32)
-            full[:, cols] = v
-            vals.append(full)
-            offset += t.node_count
-        return cls(np.concatenate(feats), np.concatenate(thr), np.concatenate(left),
-                   np.concatenate(right), np.concatenate(vals).astype(np.float16),
-                   np.asarray(roots, np.int32))
-
-    def arrays(self) -> dict[str, np.ndarray]:
-        return {k: getattr(self, k) for k in
-                ("feature", "threshold", "left", "right", "value", "roots")}
 
 
 @dataclass
@@ -192,6 +128,12 @@ class NucleusClassifier:
 
         ``features`` is ``nucleus_features(image, labels)`` when the caller has it already.
         """
+        original = None
+        if features is None:
+            from ..io.labels import compact_ids
+
+            # a slide block's sparse ids: renumbered once for the features and the patches
+            labels, original = compact_ids(labels)
         ids, feats = nucleus_features(image, labels) if features is None else features
         _, proba = self.predict_features(feats)
         if self.patch_net is not None and ids.size:
@@ -201,7 +143,7 @@ class NucleusClassifier:
                 self._runner = self._patch_runner()
             cnn = self._runner(nucleus_patches(image, labels, ids))
             proba = (1 - self.patch_weight) * proba + self.patch_weight * cnn
-        return ids, proba
+        return (ids if original is None else original[ids]), proba
 
     def _patch_runner(self) -> Any:
         """The patch net's runner: its OpenVINO file when there is one, else Keras (read on
