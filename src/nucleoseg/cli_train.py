@@ -47,7 +47,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     train_recipe(
         args.model, out, save_name=args.name, data=args.data, datasets=datasets,
         init=args.init, schedule=args.schedule, augmentation=augmentation,
-        precision=args.precision, **settings.to_dict(),
+        precision=args.precision, loss=args.loss, **settings.to_dict(),
         config=_parse_config(args.config), time_budget=args.time_budget,
         workers=args.workers, jit_compile=True if args.jit else "auto",
     )

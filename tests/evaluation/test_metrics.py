@@ -41,11 +41,43 @@ def test_aji_pairs_one_prediction_with_several_truths():
     assert m["dice"] == 1.0
 
 
+def test_merged_and_split_shares():
+    truth = np.zeros((8, 12), np.int32)
+    truth[0:4, 0:4] = 1  # T1 and T2 side by side, both inside P1: a merge
+    truth[0:4, 4:8] = 2
+    truth[5:8, 0:8] = 3  # T3 cut into P2 and P3: a split
+    truth[0:4, 9:12] = 4  # T4 holds only P4: neither merged nor split
+    pred = np.zeros_like(truth)
+    pred[0:4, 0:8] = 1
+    pred[5:8, 0:4] = 2
+    pred[5:8, 4:8] = 3
+    pred[0:2, 10:12] = 4
+    pred[2:4, 8:9] = 4  # touches nothing true
+    m = evaluate_pair(pred, truth)
+    assert m["merged"] == pytest.approx(1 / 4)  # P1 holds T1 and T2
+    assert m["split"] == pytest.approx(1 / 4)  # T3 holds P2 and P3
+    # halves do not count: a nucleus exactly half inside another has no container
+    half = np.zeros((2, 4), np.int32)
+    half[:, :2], half[:, 2:] = 1, 2
+    shifted = np.zeros_like(half)
+    shifted[:, 1:3] = 1
+    assert evaluate_pair(shifted, half)["merged"] == 0.0
+    assert evaluate_pair(half, shifted)["split"] == 0.0
+    shifted[0, 0] = 1  # now 3 of truth 1's 4 px inside
+    shifted[0, 3] = 1  # and 3 of truth 2's
+    assert evaluate_pair(shifted, half)["merged"] == 1.0
+    # pooled over a set: shares of all predicted / true nuclei
+    _, overall = evaluate_set([(pred, truth), (truth, truth)])
+    assert overall["merged"] == pytest.approx(1 / 8) and overall["split"] == pytest.approx(1 / 8)
+
+
 def test_empty_cases():
     z = np.zeros((5, 5), np.int32)
     one = z.copy()
     one[1:3, 1:3] = 1
-    assert all(v == 1.0 for v in evaluate_pair(z, z).values())
+    perfect = evaluate_pair(z, z)
+    assert perfect.pop("merged") == 0.0 and perfect.pop("split") == 0.0
+    assert all(v == 1.0 for v in perfect.values())
     m = evaluate_pair(z, one)
     assert m["dice"] == 0 and m["aji"] == 0 and m["object_f1"] == 0 and m["recall"] == 0
     m = evaluate_pair(one, z)

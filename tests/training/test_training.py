@@ -121,3 +121,36 @@ def test_cosine_schedule_and_bfloat16_training(tmp_path):
                 learning_rate=1e-2, schedule="cosine", monitor="val_nucleus_dice")
     dice = res.history["val_nucleus_dice"]
     assert res.best_epoch == int(np.argmax(dice)) and res.epochs_run == 3
+
+
+def test_contact_zone_marks_where_nuclei_touch_and_the_loss_weights_it():
+    """Two touching nuclei get a contact band around their shared border; a lone nucleus
+    none. The contact loss equals the plain one without contacts, and grows when the
+    interior is predicted across the band (what merges touching nuclei)."""
+    from nucleoseg.training.data import contact_zone
+    from nucleoseg.training.train import CONTACT_WEIGHT, bce_dice_contact_loss, bce_dice_loss
+
+    lab = np.zeros((20, 30), np.int32)
+    lab[4:12, 2:8] = 1
+    lab[4:12, 8:14] = 2  # shares the border between columns 7 and 8
+    lab[4:12, 22:28] = 3  # alone
+    zone = contact_zone(lab, radius=2)
+    cols = np.flatnonzero(zone.any(0))
+    assert cols.min() == 6 and cols.max() == 9  # 2 px either side of the shared border
+    assert not zone[:, 15:].any() and not zone[:2].any()
+    tgt = make_targets(lab, contact=True)
+    assert tgt.shape == (20, 30, 3) and (tgt[..., 2] == zone).all()
+    assert not (tgt[..., 1] & tgt[..., 2]).any()  # the interior target is 0 on the band
+    np.testing.assert_array_equal(make_targets(lab)[..., :2], tgt[..., :2])
+
+    y = tgt[None].astype(np.float32)
+    exact = np.clip(y[..., :2], 0.05, 0.95)
+    plain = float(bce_dice_loss(y[..., :2], exact))
+    no_contact = y.copy()
+    no_contact[..., 2] = 0
+    assert float(bce_dice_contact_loss(no_contact, exact)) == pytest.approx(plain, rel=1e-5)
+    assert float(bce_dice_contact_loss(y, exact)) > plain  # a small penalty from clipping
+    bridged = exact.copy()
+    bridged[0, 6:10, 6:10, 1] = 0.95  # interior predicted across the contact
+    gap = float(bce_dice_contact_loss(y, bridged)) - float(bce_dice_loss(y[..., :2], bridged))
+    assert gap > CONTACT_WEIGHT * 16 * np.log(20) / y[..., 0].size * 0.99

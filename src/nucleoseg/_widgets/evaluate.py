@@ -14,7 +14,8 @@ from ._common import Panel, notify_error, spatial_transform
 OVERLAY_COLORS = {0: "transparent", 1: "#2ca02c", 2: "#00e5ff", 3: "#ffd700", None: "transparent"}
 #: Table columns (pixel F1 is Dice, so it is not repeated); AJI comes early so it shows
 #: without scrolling.
-COLUMNS = ("dice", "aji", "object_f1", "pq", "iou", "precision", "recall", "accuracy")
+COLUMNS = ("dice", "aji", "object_f1", "pq", "merged", "split", "iou", "precision", "recall",
+           "accuracy")
 LEGEND = "green TP, cyan FP, yellow FN"
 
 
@@ -98,7 +99,7 @@ class EvaluateWidget(Panel):
                                     **spatial_transform(pred_layer))
         r = self._rows[-1]
         status = (f"Dice {r['dice']:.4f}  AJI {r['aji']:.4f}  object F1 {r['object_f1']:.4f}"
-                  f"   ({LEGEND})")
+                  f"  merged {r['merged']:.1%}  split {r['split']:.1%}   ({LEGEND})")
         if pred.ndim == 2:
             types = _type_scores(pred_layer, truth_layer, pred, truth)
             if types:

@@ -13,7 +13,8 @@ from ..inference.predict import Progress
 from .metrics import Counts, counts
 
 BASELINE = "otsu_watershed"
-TABLE_KEYS = ("dice", "iou", "accuracy", "precision", "recall", "object_f1", "pq", "aji")
+TABLE_KEYS = ("dice", "iou", "accuracy", "precision", "recall", "object_f1", "pq", "aji",
+              "merged", "split")
 #: Table titles of the data sets.
 TITLES = {"monuseg": "MoNuSeg 2018", "consep": "CoNSeP",
           "dsb2018_he": "DSB2018 H&E-like samples (labs in neither training set)"}
@@ -118,7 +119,7 @@ def benchmark(
 def format_table(rows: list[dict[str, Any]], markdown: bool = False) -> str:
     """Render benchmark rows as a fixed-width (or Markdown) table."""
     head = ["model", "Dice (=F1)", "IoU", "accuracy", "precision", "recall", "object F1", "PQ",
-            "AJI", "s/tile"]
+            "AJI", "merged", "split", "s/tile"]
     lines = []
     for r in rows:
         lines.append([r["model"]] + [f"{r[k]:.4f}" for k in TABLE_KEYS]

@@ -13,10 +13,14 @@ Object metrics compare instances:
   unique); F1 = 2TP / (2TP + FP + FN); PQ = F1 x mean IoU of the matches (Kirillov 2019);
 - AJI (Kumar et al. 2017): every true nucleus G is paired with the predicted nucleus S of
   highest IoU (none if it overlaps nothing); AJI = sum |G n S| / (sum |G u S| + sum of areas
-  of predicted nuclei never paired). Over a set, the sums run over all images.
+  of predicted nuclei never paired). Over a set, the sums run over all images;
+- merged: the share of predicted nuclei holding two or more true nuclei (each with more than
+  half of its area inside the predicted one) -- under-segmentation, which AJI punishes most;
+  split: the share of true nuclei cut into two or more predicted nuclei (each with more than
+  half of its area inside the true one) -- over-segmentation.
 
-Empty cases: when both masks are empty every score is 1 (a perfect "nothing there");
-a ratio whose denominator is 0 otherwise is 0.
+Empty cases: when both masks are empty every score is 1 (a perfect "nothing there") and
+the merged/split shares 0; a ratio whose denominator is 0 otherwise is 0.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 PIXEL_KEYS = ("dice", "f1", "iou", "accuracy", "precision", "recall")
-OBJECT_KEYS = ("object_f1", "pq", "aji")
+OBJECT_KEYS = ("object_f1", "pq", "aji", "merged", "split")
 ALL_KEYS = PIXEL_KEYS + OBJECT_KEYS
 
 
@@ -48,6 +52,10 @@ class Counts:
     iou_sum: float = 0.0
     aji_inter: int = 0
     aji_union: int = 0
+    n_pred: int = 0
+    n_true: int = 0
+    merged: int = 0
+    split: int = 0
 
     def __add__(self, other: Counts) -> Counts:
         return Counts(*(getattr(self, f) + getattr(other, f) for f in self.__dataclass_fields__))
@@ -71,6 +79,8 @@ class Counts:
             otp + ofp + ofn
         ) else 1.0
         out["aji"] = _ratio(self.aji_inter, self.aji_union, 1.0)
+        out["merged"] = _ratio(self.merged, self.n_pred, 0.0)
+        out["split"] = _ratio(self.split, self.n_true, 0.0)
         return out
 
 
@@ -125,6 +135,11 @@ def counts(pred: np.ndarray, truth: np.ndarray) -> Counts:
     c.obj_fp = n_p - c.obj_tp
     c.obj_fn = n_t - c.obj_tp
     c.iou_sum = float(iou[matched].sum())
+    c.n_pred, c.n_true = n_p, n_t
+    # a nucleus with more than half its area inside another has one such container
+    holds = np.bincount(pi[2 * inter > area_t[ti]], minlength=n_p + 1)
+    cuts = np.bincount(ti[2 * inter > area_p[pi]], minlength=n_t + 1)
+    c.merged, c.split = int((holds >= 2).sum()), int((cuts >= 2).sum())
 
     # AJI: best-IoU predicted partner of every true nucleus
     aji_inter = 0

@@ -139,6 +139,7 @@ def train_recipe(
     schedule: str = "plateau",
     augmentation: Augmentation | None = None,
     precision: str = "float32",
+    loss: str = "bce_dice",
     patch: int = 256,
     seed: int = TrainSettings.seed,
     config: dict[str, Any] | None = None,
@@ -169,6 +170,9 @@ def train_recipe(
     precision : {"float32", "bfloat16"}
         Compute precision of training (variables stay float32; bfloat16 is ~1.5x faster on
         CPUs with native bfloat16).
+    loss : str
+        A name in :data:`~nucleoseg.training.train.LOSSES`; ``bce_dice_contact`` adds the
+        contact-zone target channel it weights.
 
     Returns
     -------
@@ -180,7 +184,7 @@ def train_recipe(
     from ..models.precision import with_precision
     from ..models.registry import build, resolve, total_stride
     from ..models.weights import load_model, save_model
-    from .train import train
+    from .train import CONTACT_WEIGHT, train
 
     config = dict(config or {})
     datasets = list(datasets)
@@ -198,9 +202,10 @@ def train_recipe(
     groups = [datasets.index(n.split("/")[0]) if "/" in n else 0 for n in fit_names]
     log(f"data: {len(fit_names)} fit tiles, {len(val_names)} validation tiles "
         f"({', '.join(datasets)})")
-    sampler = PatchSampler(fit_images, [make_targets(lb) for lb in fit_labels], patch, True,
-                           seed, augmentation=augmentation, groups=groups)
-    vx, vy = zip(*(grid_patches(i, make_targets(lb), patch) for i, lb in
+    contact = loss == "bce_dice_contact"
+    sampler = PatchSampler(fit_images, [make_targets(lb, contact=contact) for lb in fit_labels],
+                           patch, True, seed, augmentation=augmentation, groups=groups)
+    vx, vy = zip(*(grid_patches(i, make_targets(lb, contact=contact), patch) for i, lb in
                    zip(val_images, val_labels, strict=True)), strict=True)
     validation = (np.concatenate(vx), np.concatenate(vy))
 
@@ -244,7 +249,7 @@ def train_recipe(
         fit_model, sampler, validation, epochs=epochs, steps_per_epoch=steps_per_epoch,
         batch_size=batch_size, learning_rate=learning_rate, checkpoint=ckpt, seed=seed,
         workers=workers, jit_compile=jit_compile, on_epoch=on_epoch,
-        time_budget=time_budget, schedule=schedule,
+        time_budget=time_budget, schedule=schedule, loss=loss,
         # a cosine run keeps the epoch of best validation Dice: with a decaying rate the
         # validation loss (soft Dice + BCE on two channels) is a noisy stand-in for it
         monitor="val_nucleus_dice" if schedule == "cosine" else None,
@@ -291,7 +296,9 @@ def train_recipe(
             "patch": patch, "batch_size": batch_size, "steps_per_epoch": steps_per_epoch,
             "epochs_max": epochs, "epochs_run": result.epochs_run,
             "best_epoch": result.best_epoch + 1, "learning_rate": learning_rate,
-            "loss": "bce + soft dice on (nucleus, interior)",
+            "loss": "bce + soft dice on (nucleus, interior)" + (
+                f", + {CONTACT_WEIGHT:g} x interior bce on the contact zone (pixels with two "
+                "nuclei within 2 px)" if contact else ""),
             "optimizer": sched,
             "precision": precision,
             "augmentation": {"dihedral": True, **augmentation.to_dict()},
