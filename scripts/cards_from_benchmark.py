@@ -16,6 +16,7 @@ from nucleoseg.io.atomic import atomic_write_bytes
 from nucleoseg.models.weights import check_not_shipped, shipped_dir
 
 KEYS = ("dice", "f1", "iou", "accuracy", "precision", "recall", "object_f1", "pq", "aji",
+        "merged", "split",
         "dice_mean", "aji_mean")
 
 
