@@ -569,8 +569,14 @@ def test_evaluate_panel_reports_types_and_shows_aji(make_napari_viewer):
     assert "F_d 1.000  accuracy 0.500" in w._status.value
     assert "F_tumour 0.500" in w._status.value
     from nucleoseg._widgets.evaluate import COLUMNS
+    from nucleoseg.evaluation.metrics import evaluate_pair
 
     assert "aji" in COLUMNS[:3] and "f1" not in COLUMNS
+    # where the instance errors come from: merged and split shares, in the table and status
+    m = evaluate_pair(pred, truth)
+    assert {"merged", "split"} <= set(COLUMNS)
+    assert w._rows[-1]["merged"] == m["merged"] and w._rows[-1]["split"] == m["split"]
+    assert f"merged {m['merged']:.1%}  split {m['split']:.1%}" in w._status.value
 
 
 def test_evaluate_bad_labels_and_bad_csv_path_are_messages(make_napari_viewer, tmp_path):
