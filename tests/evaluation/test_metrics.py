@@ -66,6 +66,13 @@ def test_merged_and_split_shares():
     shifted[0, 0] = 1  # now 3 of truth 1's 4 px inside
     shifted[0, 3] = 1  # and 3 of truth 2's
     assert evaluate_pair(shifted, half)["merged"] == 1.0
+    # the overlay marks every pixel of the merging prediction, and only those
+    from nucleoseg.evaluation.metrics import merged_nuclei
+
+    assert merged_nuclei(pred, truth).tolist() == [1]
+    ov = error_overlay(pred, truth, mark_merged=True)
+    np.testing.assert_array_equal(ov == 4, pred == 1)
+    np.testing.assert_array_equal(ov[pred != 1], error_overlay(pred, truth)[pred != 1])
     # pooled over a set: shares of all predicted / true nuclei
     _, overall = evaluate_set([(pred, truth), (truth, truth)])
     assert overall["merged"] == pytest.approx(1 / 8) and overall["split"] == pytest.approx(1 / 8)
@@ -137,6 +144,15 @@ def test_against_independent_slow_reference():
         assert m["aji"] == pytest.approx(c / u)
         tp = ((p > 0) & (t > 0)).sum()
         assert m["dice"] == pytest.approx(2 * tp / ((p > 0).sum() + (t > 0).sum()))
+        # merged / split by loops: count the nuclei more than half inside each other one
+        def holding(a, b):
+            return sum(sum(2 * ((a == i) & (b == j)).sum() > (b == j).sum()
+                           for j in range(1, b.max() + 1)) >= 2 for i in range(1, a.max() + 1))
+        assert m["merged"] == pytest.approx(holding(p, t) / p.max())
+        assert m["split"] == pytest.approx(holding(t, p) / t.max())
+        from nucleoseg.evaluation.metrics import merged_nuclei
+
+        assert merged_nuclei(p, t).size == holding(p, t)
 
 
 def test_error_overlay():

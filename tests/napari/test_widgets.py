@@ -579,6 +579,25 @@ def test_evaluate_panel_reports_types_and_shows_aji(make_napari_viewer):
     assert f"merged {m['merged']:.1%}  split {m['split']:.1%}" in w._status.value
 
 
+def test_evaluate_overlay_marks_merged_nuclei(make_napari_viewer):
+    """A prediction that joins two true nuclei is drawn in the overlay's merged colour."""
+    truth = np.zeros((30, 30), np.int32)
+    truth[5:15, 5:12], truth[5:15, 12:19] = 1, 2
+    truth[20:26, 20:26] = 3
+    pred = np.zeros_like(truth)
+    pred[5:15, 5:19] = 7  # both
+    pred[20:26, 20:25] = 8
+    viewer = make_napari_viewer()
+    p, t = viewer.add_labels(pred, name="pred"), viewer.add_labels(truth, name="gt")
+    w = _dock(viewer, "Evaluate segmentation")
+    w._pred.value, w._truth.value = p, t
+    w._on_run()
+    overlay = viewer.layers["errors: pred vs gt"].data
+    np.testing.assert_array_equal(overlay == 4, pred == 7)
+    assert (overlay[20:26, 20:25] == 1).all() and (overlay[20:26, 25] == 3).all()
+    assert "merged 50.0%  split 0.0%" in w._status.value and "magenta merged" in w._status.value
+
+
 def test_evaluate_bad_labels_and_bad_csv_path_are_messages(make_napari_viewer, tmp_path):
     """Issue 19 item 12: negative ids and an unwritable CSV path give a notification, not an
     EmitLoopError dump (the handlers run as the buttons call them)."""

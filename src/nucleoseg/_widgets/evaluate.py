@@ -11,12 +11,13 @@ from ._common import Panel, notify_error, spatial_transform
 
 #: Overlay colours that stand out on H&E (no pinks or purples): true positive green, false
 #: positive cyan, false negative yellow.
-OVERLAY_COLORS = {0: "transparent", 1: "#2ca02c", 2: "#00e5ff", 3: "#ffd700", None: "transparent"}
+OVERLAY_COLORS = {0: "transparent", 1: "#2ca02c", 2: "#00e5ff", 3: "#ffd700", 4: "#ff3df5",
+                  None: "transparent"}
 #: Table columns (pixel F1 is Dice, so it is not repeated); AJI comes early so it shows
 #: without scrolling.
 COLUMNS = ("dice", "aji", "object_f1", "pq", "merged", "split", "iou", "precision", "recall",
            "accuracy")
-LEGEND = "green TP, cyan FP, yellow FN"
+LEGEND = "green TP, cyan FP, yellow FN, magenta merged nuclei"
 
 
 class EvaluateWidget(Panel):
@@ -89,7 +90,8 @@ class EvaluateWidget(Panel):
         for k in COLUMNS:
             data[k] = [round(r[k], 4) for r in self._rows]
         self._table.value = data
-        overlay = np.stack([error_overlay(p, t) for p, t in planes]).reshape(pred.shape)
+        overlay = np.stack([error_overlay(p, t, mark_merged=True) for p, t in planes]
+                           ).reshape(pred.shape)
         name = f"errors: {pred_layer.name} vs {truth_layer.name}"
         kwargs = {"colormap": _overlay_colormap(), "opacity": 0.6}
         if name in self._viewer.layers:
