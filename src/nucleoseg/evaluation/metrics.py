@@ -109,6 +109,25 @@ def _relabel(a: np.ndarray) -> tuple[np.ndarray, int]:
     return inv, len(ids) - 1
 
 
+def _overlaps(pred: np.ndarray, truth: np.ndarray):
+    """Both maps renumbered 1..n: ``(n_p, n_t, area_p, area_t, ti, pi, inter)`` with one entry
+    of ``ti``/``pi``/``inter`` per overlapping (true, predicted) pair and its pixel count."""
+    p, n_p = _relabel(pred)
+    t, n_t = _relabel(truth)
+    area_p = np.bincount(p.ravel(), minlength=n_p + 1)
+    area_t = np.bincount(t.ravel(), minlength=n_t + 1)
+    both = (pred > 0) & (truth > 0)
+    keys, inter = np.unique(t[both] * (n_p + 1) + p[both], return_counts=True)
+    return n_p, n_t, area_p, area_t, keys // (n_p + 1), keys % (n_p + 1), inter
+
+
+def _holding_two(outer, inner, inter, inner_area, n_outer: int) -> np.ndarray:
+    """``(n_outer + 1,) bool``: the outer nuclei holding two or more inner ones, each with
+    more than half of its area inside (so every inner nucleus has at most one holder)."""
+    held = np.bincount(outer[2 * inter > inner_area[inner]], minlength=n_outer + 1)
+    return held >= 2
+
+
 def counts(pred: np.ndarray, truth: np.ndarray) -> Counts:
     """Counts for one image pair of ``(H, W)`` instance labels (0 = background)."""
     pred, truth = _check_pair(pred, truth)
@@ -119,14 +138,7 @@ def counts(pred: np.ndarray, truth: np.ndarray) -> Counts:
     tn = int(pred.size - tp - fp - fn)
     c = Counts(tp, fp, fn, tn)
 
-    p, n_p = _relabel(pred)
-    t, n_t = _relabel(truth)
-    area_p = np.bincount(p.ravel(), minlength=n_p + 1)
-    area_t = np.bincount(t.ravel(), minlength=n_t + 1)
-    both = p_fg & t_fg
-    pair = t[both] * (n_p + 1) + p[both]
-    keys, inter = np.unique(pair, return_counts=True)
-    ti, pi = keys // (n_p + 1), keys % (n_p + 1)
+    n_p, n_t, area_p, area_t, ti, pi, inter = _overlaps(pred, truth)
     union = area_t[ti] + area_p[pi] - inter
     iou = inter / union
 
@@ -136,16 +148,14 @@ def counts(pred: np.ndarray, truth: np.ndarray) -> Counts:
     c.obj_fn = n_t - c.obj_tp
     c.iou_sum = float(iou[matched].sum())
     c.n_pred, c.n_true = n_p, n_t
-    # a nucleus with more than half its area inside another has one such container
-    holds = np.bincount(pi[2 * inter > area_t[ti]], minlength=n_p + 1)
-    cuts = np.bincount(ti[2 * inter > area_p[pi]], minlength=n_t + 1)
-    c.merged, c.split = int((holds >= 2).sum()), int((cuts >= 2).sum())
+    c.merged = int(_holding_two(pi, ti, inter, area_t, n_p).sum())
+    c.split = int(_holding_two(ti, pi, inter, area_p, n_t).sum())
 
     # AJI: best-IoU predicted partner of every true nucleus
     aji_inter = 0
     aji_union = 0
     used = np.zeros(n_p + 1, bool)
-    if len(keys):
+    if len(ti):
         order = np.lexsort((-iou, ti))  # per true id, highest IoU first
         first = np.ones(len(order), bool)
         first[1:] = ti[order][1:] != ti[order][:-1]
@@ -205,16 +215,9 @@ def merged_nuclei(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
     """Ids of the predicted nuclei that hold two or more true nuclei (more than half of each
     inside; the *merged* share's nuclei)."""
     pred, truth = _check_pair(pred, truth)
-    both = (pred > 0) & (truth > 0)
-    if not both.any():
-        return np.zeros(0, pred.dtype)
-    t, n_t = _relabel(truth)
-    area_t = np.bincount(t.ravel(), minlength=n_t + 1)
-    p_ids, p = np.unique(pred[both], return_inverse=True)
-    keys, inter = np.unique(t[both] * p_ids.size + p, return_counts=True)
-    ti, pi = keys // p_ids.size, keys % p_ids.size
-    holds = np.bincount(pi[2 * inter > area_t[ti]], minlength=p_ids.size)
-    return p_ids[holds >= 2]
+    n_p, _, _, area_t, ti, pi, inter = _overlaps(pred, truth)
+    ids = np.unique(pred[pred > 0])  # renumbered index k is ids[k - 1]
+    return ids[np.flatnonzero(_holding_two(pi, ti, inter, area_t, n_p)) - 1]
 
 
 def error_overlay(pred: np.ndarray, truth: np.ndarray, mark_merged: bool = False

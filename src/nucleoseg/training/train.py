@@ -29,10 +29,15 @@ def soft_dice_loss(y_true, y_pred, smooth: float = 1.0):
     return 1.0 - ops.mean((2.0 * inter + smooth) / (denom + smooth))
 
 
+def _bce(y_true, y_pred):
+    """Binary cross-entropy per element."""
+    y_pred = ops.clip(y_pred, 1e-7, 1.0 - 1e-7)
+    return -(y_true * ops.log(y_pred) + (1.0 - y_true) * ops.log(1.0 - y_pred))
+
+
 def bce_loss(y_true, y_pred):
     """Binary cross-entropy averaged over pixels and channels."""
-    y_pred = ops.clip(y_pred, 1e-7, 1.0 - 1e-7)
-    return -ops.mean(y_true * ops.log(y_pred) + (1.0 - y_true) * ops.log(1.0 - y_pred))
+    return ops.mean(_bce(y_true, y_pred))
 
 
 def bce_dice_loss(y_true, y_pred):
@@ -48,12 +53,9 @@ def bce_dice_contact_loss(y_true, y_pred):
     """BCE + soft Dice on (nucleus, interior), plus the interior cross-entropy again, times
     :data:`CONTACT_WEIGHT`, on the contact zone (the targets' third channel, see
     :func:`~nucleoseg.training.data.contact_zone`): the pixels that split touching nuclei."""
-    base = bce_dice_loss(y_true[..., :2], y_pred)
-    contact = y_true[..., 2]
-    p = ops.clip(y_pred[..., 1], 1e-7, 1.0 - 1e-7)
-    t = y_true[..., 1]
-    ce = -(t * ops.log(p) + (1.0 - t) * ops.log(1.0 - p))
-    return base + CONTACT_WEIGHT * ops.mean(contact * ce)
+    interior_ce = _bce(y_true[..., 1], y_pred[..., 1])
+    return bce_dice_loss(y_true[..., :2], y_pred) + CONTACT_WEIGHT * ops.mean(
+        y_true[..., 2] * interior_ce)
 
 
 LOSSES: dict[str, Callable] = {"bce": bce_loss, "bce_dice": bce_dice_loss,
