@@ -53,6 +53,84 @@ def test_features_describe_each_nucleus():
         nucleus_features(img[:100], lab)
 
 
+def _touching(seed=0):
+    """Random-coloured overlapping discs: nuclei that touch, sit at the image border and
+    have neighbours at every distance."""
+    from skimage.draw import disk
+
+    rng = np.random.default_rng(seed)
+    img = rng.integers(0, 256, (160, 190, 3), dtype=np.uint8)
+    lab = np.zeros((160, 190), np.int32)
+    for k in range(1, 60):
+        rr, cc = disk(tuple(rng.integers(0, (160, 190))), rng.integers(3, 11), shape=lab.shape)
+        lab[rr, cc] = k
+    return img, lab
+
+
+def test_features_match_a_plain_reference():
+    """The one-pass features equal per-nucleus loops over skimage/scipy (boundary pixels,
+    colour means and spreads, the context ring, neighbour areas, Gaussian context)."""
+    from scipy import ndimage as ndi
+    from skimage.segmentation import find_boundaries
+
+    from nucleoseg.classify.features import _STEP, CONTEXT_SIGMAS, RADII, RING
+    from nucleoseg.io.stain import HED_FROM_RGB
+
+    img, lab = _touching()
+    ids, f = nucleus_features(img, lab)
+    col = {name: f[:, k] for k, name in enumerate(FEATURE_NAMES)}
+    rgb = img.astype(np.float64)
+    od = -np.log(np.clip(rgb, 1, 255) / 255.0)
+    chans = {"r": rgb[..., 0], "g": rgb[..., 1], "b": rgb[..., 2],
+             "h": od @ HED_FROM_RGB[:, 0].astype(np.float64),
+             "e": od @ HED_FROM_RGB[:, 1].astype(np.float64)}
+    edge = find_boundaries(lab, mode="inner")
+    grown = ndi.grey_dilation(lab, size=(2 * RING + 1,) * 2)
+    centres = np.array([np.argwhere(lab == i).mean(axis=0) for i in ids])
+    areas = np.array([(lab == i).sum() for i in ids])
+    for k, i in enumerate(ids):
+        own, ring = lab == i, (grown == i) & (lab == 0)
+        assert col["boundary"][k] == (edge & own).sum()
+        for c, v in chans.items():
+            np.testing.assert_allclose(col[f"{c}_mean"][k], v[own].mean(), rtol=1e-4)
+            np.testing.assert_allclose(col[f"{c}_std"][k], v[own].std(), rtol=1e-3,
+                                       atol=1e-4)
+            if c != "e" or ring.any():
+                np.testing.assert_allclose(col[f"ring_{c}_mean"][k],
+                                           v[ring].mean() if ring.any() else 0, rtol=1e-4,
+                                           atol=1e-6)
+        dist = np.hypot(*(centres - centres[k]).T)
+        for r in RADII:
+            assert col[f"neighbours_{int(r)}"][k] == (dist <= r).sum() - 1
+        np.testing.assert_allclose(col["neighbour_area"][k], areas[dist <= RADII[-1]].mean(),
+                                   rtol=1e-6)
+    small = (-np.log(np.clip(img[::_STEP, ::_STEP].astype(np.float32), 1, 255) / 255.0)
+             @ HED_FROM_RGB[:, :2])
+    fg = (lab > 0)[::_STEP, ::_STEP].astype(np.float32)
+    rc = np.clip((centres / _STEP).astype(int), 0, np.array(fg.shape) - 1)
+    for sigma in CONTEXT_SIGMAS:
+        h = ndi.gaussian_filter(np.ascontiguousarray(small[..., 0]), sigma / _STEP)
+        cover = ndi.gaussian_filter(fg, sigma / _STEP)
+        np.testing.assert_array_equal(col[f"context{sigma}_h_mean"], h[rc[:, 0], rc[:, 1]])
+        np.testing.assert_array_equal(col[f"context{sigma}_cover"],
+                                      cover[rc[:, 0], rc[:, 1]])
+
+
+def test_forest_walk_refuses_cycles():
+    from nucleoseg.classify.forest import Forest
+
+    # node 0 splits on feature 0 at 0.5: left leaf 1 (class 0), right leaf 2 (class 1)
+    tree = Forest(np.array([0, -1, -1]), np.array([0.5, 0, 0], np.float32),
+                  np.array([1, 0, 0]), np.array([2, 0, 0]),
+                  np.array([[0, 0], [1, 0], [0, 1]], np.float16), np.array([0]))
+    np.testing.assert_array_equal(tree.predict_proba(np.array([[0.2], [0.5], [0.9]])),
+                                  [[1, 0], [1, 0], [0, 1]])
+    looped = Forest(np.array([0, 0]), np.array([0.5, 0.5], np.float32), np.array([1, 0]),
+                    np.array([1, 0]), np.zeros((2, 2), np.float16), np.array([0]))
+    with pytest.raises(ValueError, match="do not form trees"):
+        looped.predict_proba(np.zeros((1, 1)))
+
+
 def test_forest_matches_sklearn_and_round_trips(tmp_path):
     from sklearn.ensemble import RandomForestClassifier
 

@@ -55,3 +55,17 @@ def test_labels_errors(tmp_path):
         read_labels(tmp_path / "f.npy")
     with pytest.raises(ImageError, match="cannot write"):
         write_labels(tmp_path / "l.jpg", np.zeros((2, 2), np.int32))
+
+
+def test_inner_boundary_is_skimages():
+    from skimage.segmentation import find_boundaries
+
+    from nucleoseg.io.labels import inner_boundary
+
+    rng = np.random.default_rng(3)
+    for shape in [(1, 1), (1, 7), (5, 1), (40, 33)]:
+        lab = rng.integers(0, 4, shape).astype(np.int32)
+        lab[rng.random(shape) < 0.5] = 0
+        np.testing.assert_array_equal(inner_boundary(lab), find_boundaries(lab, mode="inner"))
+    big = np.kron(rng.integers(0, 5, (12, 12)), np.ones((6, 6), np.int64))
+    np.testing.assert_array_equal(inner_boundary(big), find_boundaries(big, mode="inner"))

@@ -1,7 +1,7 @@
 """Per-nucleus features from an RGB image and its instance labels (pure numpy/scipy).
 
 Every feature is a per-label reduction (``numpy.bincount``), so one pass over the pixels
-serves all nuclei: ~0.1 s for a 1000x1000 tile with ~1000 nuclei on one core. Features:
+serves all nuclei: ~0.07 s for a 1000x1000 tile with ~900 nuclei on one core. Features:
 
 - shape: area, equivalent diameter, major/minor axis and eccentricity (second moments),
   boundary pixel count and a compactness ratio;
@@ -17,6 +17,9 @@ serves all nuclei: ~0.1 s for a 1000x1000 tile with ~1000 nuclei on one core. Fe
 from __future__ import annotations
 
 import numpy as np
+
+from ..io.labels import compact_ids, inner_boundary
+from ..io.stain import HED_FROM_RGB, OPTICAL_DENSITY
 
 #: Width of the context ring around each nucleus (pixels).
 RING = 6
@@ -36,16 +39,6 @@ FEATURE_NAMES: tuple[str, ...] = (
       for k in ("h_mean", "h_std", "e_mean", "e_std", "cover")],
 )
 
-# Ruifrok & Johnston stain vectors (rows H, E, DAB) as in skimage.color.hed_from_rgb.
-_RGB_FROM_HED = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]])
-_RGB_FROM_HED /= np.linalg.norm(_RGB_FROM_HED, axis=1, keepdims=True)
-_HED_FROM_RGB = np.linalg.inv(_RGB_FROM_HED).astype(np.float32)
-
-
-def nucleus_ids(labels: np.ndarray) -> np.ndarray:
-    """The instance ids present in ``labels`` (ascending, without 0)."""
-    ids = np.unique(labels)
-    return ids[ids > 0]
 
 
 def nucleus_features(
@@ -71,9 +64,6 @@ def nucleus_features(
     """
     from scipy import ndimage as ndi
     from scipy.spatial import cKDTree
-    from skimage.segmentation import find_boundaries
-
-    from ..io.labels import compact_ids
 
     labels = np.asarray(labels)
     if image.shape[:2] != labels.shape:
@@ -81,12 +71,8 @@ def nucleus_features(
     if labels.size and labels.min() < 0:
         raise ValueError("labels must be non-negative")
     labels, original = compact_ids(labels)  # a slide block's global ids
-    asked = None if ids is None else np.asarray(ids)
-    ids = nucleus_ids(labels) if ids is None else _local_ids(asked, original)
-    if ids.size == 0:
-        return (ids if asked is None else asked), np.zeros((0, len(FEATURE_NAMES)), np.float32)
     lab = labels.astype(np.int32, copy=False)
-    n = int(lab.max()) + 1
+    n = int(lab.max()) + 1 if lab.size else 1
     grown = ndi.grey_dilation(lab, size=(2 * RING + 1, 2 * RING + 1))
     # every per-pixel step below runs only on nucleus and ring pixels
     near = np.flatnonzero(grown)
@@ -95,8 +81,12 @@ def nucleus_features(
     pix_in = near[inside]
     fi = own[inside]
     ring_of = grown.ravel()[near[~inside]]
+    area = np.bincount(fi, minlength=n).astype(np.float64)  # every nucleus pixel is near
 
-    area = np.bincount(fi, minlength=n).astype(np.float64)
+    asked = None if ids is None else np.asarray(ids)
+    ids = np.flatnonzero(area) if ids is None else _local_ids(asked, original)
+    if ids.size == 0:
+        return (ids if asked is None else asked), np.zeros((0, len(FEATURE_NAMES)), np.float32)
     safe = np.maximum(area, 1)
     r, c = np.divmod(pix_in, labels.shape[1])
     cy = np.bincount(fi, r, n) / safe
@@ -109,31 +99,35 @@ def nucleus_features(
     l1, l2 = (myy + mxx) / 2 + root, np.maximum((myy + mxx) / 2 - root, 0)
     major, minor = 4 * np.sqrt(l1), 4 * np.sqrt(l2)
     ecc = np.sqrt(np.clip(1 - l2 / np.maximum(l1, 1e-9), 0, 1))
-    edge = find_boundaries(lab, mode="inner").ravel()[pix_in]
+    edge = inner_boundary(lab).ravel()[pix_in]
     boundary = np.bincount(fi[edge], minlength=n).astype(np.float64)
     compact = 4 * np.pi * area / np.maximum(boundary, 1) ** 2
 
-    rgb = image.reshape(-1, 3)[near].astype(np.float32)
-    hed = -np.log(np.clip(rgb, 1, 255) / 255.0) @ _HED_FROM_RGB
-    chans = [rgb[:, 0], rgb[:, 1], rgb[:, 2], hed[:, 0], hed[:, 1]]
+    rgb = image.reshape(-1, 3)[near]
+    hed = OPTICAL_DENSITY[rgb] @ HED_FROM_RGB  # a table lookup instead of a log per pixel
+    outside = ~inside
     means, stds, ring_means = [], [], []
     ring_area = np.maximum(np.bincount(ring_of, minlength=n), 1)
-    for v in chans:
-        vin = v[inside]
+    for v in (rgb[:, 0], rgb[:, 1], rgb[:, 2], hed[:, 0], hed[:, 1]):
+        vin = v[inside].astype(np.float32, copy=False)
         m = np.bincount(fi, vin, n) / safe
         sq = np.bincount(fi, vin * vin, n) / safe
         means.append(m)
         stds.append(np.sqrt(np.maximum(sq - m * m, 0)))
-        ring_means.append(np.bincount(ring_of, v[~inside], n) / ring_area)
+        ring_means.append(np.bincount(ring_of, v[outside], n) / ring_area)
     h_ratio = means[3] / (np.abs(ring_means[3]) + 0.05)
 
     centres = np.stack([cy[ids], cx[ids]], axis=1)
     tree = cKDTree(centres)
     neigh = [np.asarray(tree.query_ball_point(centres, rad, return_length=True)) - 1
              for rad in RADII]
-    pairs = tree.query_ball_point(centres, RADII[-1])
+    # mean area over each nucleus and its neighbours within the largest radius
     a_ids = area[ids]
-    neigh_area = np.array([a_ids[p].mean() if len(p) else 0.0 for p in pairs])
+    pairs = tree.query_pairs(RADII[-1], output_type="ndarray")
+    first, second = (pairs[:, 0], pairs[:, 1]) if pairs.size else (np.zeros(0, int),) * 2
+    total = a_ids + np.bincount(first, a_ids[second], ids.size) + \
+        np.bincount(second, a_ids[first], ids.size)
+    neigh_area = total / (neigh[-1] + 1)
 
     context = _context(image, labels > 0, centres)
     cols_ = [area[ids], np.sqrt(4 * area[ids] / np.pi), major[ids], minor[ids], ecc[ids],
@@ -158,10 +152,7 @@ def _local_ids(ids: np.ndarray, original: np.ndarray | None) -> np.ndarray:
 def _context(image: np.ndarray, foreground: np.ndarray, centres: np.ndarray
              ) -> list[np.ndarray]:
     """Gaussian-window H/E density (mean, spread) and nucleus cover at each centre."""
-    from scipy import ndimage as ndi
-
-    rgb = image[::_STEP, ::_STEP].astype(np.float32)
-    small = -np.log(np.clip(rgb, 1, 255) / 255.0) @ _HED_FROM_RGB[:, :2]
+    small = OPTICAL_DENSITY[image[::_STEP, ::_STEP]] @ HED_FROM_RGB[:, :2]
     fg = foreground[::_STEP, ::_STEP].astype(np.float32)
     rc = np.clip((centres / _STEP).astype(int), 0, np.array(fg.shape) - 1)
     r, c = rc[:, 0], rc[:, 1]
@@ -170,8 +161,25 @@ def _context(image: np.ndarray, foreground: np.ndarray, centres: np.ndarray
         s = sigma / _STEP
         for ch in range(2):
             v = np.ascontiguousarray(small[..., ch])
-            m = ndi.gaussian_filter(v, s)
-            sd = np.sqrt(np.maximum(ndi.gaussian_filter(v * v, s) - m * m, 0))
-            out += [m[r, c], sd[r, c]]
-        out.append(ndi.gaussian_filter(fg, s)[r, c])
+            m = _smooth_at(v, s, r, c)
+            sd = np.sqrt(np.maximum(_smooth_at(v * v, s, r, c) - m * m, 0))
+            out += [m, sd]
+        out.append(_smooth_at(fg, s, r, c))
     return out
+
+
+def _smooth_at(values: np.ndarray, sigma: float, rows: np.ndarray, cols: np.ndarray
+               ) -> np.ndarray:
+    """``scipy.ndimage.gaussian_filter(values, sigma)[rows, cols]`` for float32 ``values``:
+    the first (row-wise) pass over the whole map as scipy runs it, the second only at the
+    points asked for (half the work)."""
+    from scipy import ndimage as ndi
+
+    first = ndi.gaussian_filter1d(values, sigma, axis=0)
+    radius = int(4.0 * sigma + 0.5)  # scipy's default truncation
+    x = np.arange(-radius, radius + 1)
+    weights = np.exp(-0.5 / (sigma * sigma) * x**2)
+    weights /= weights.sum()
+    padded = np.pad(first, ((0, 0), (radius, radius)), mode="symmetric")  # scipy's "reflect"
+    windows = np.lib.stride_tricks.sliding_window_view(padded, x.size, axis=1)[rows, cols]
+    return (windows.astype(np.float64) @ weights).astype(np.float32)

@@ -22,6 +22,16 @@ STAIN_METHODS = ("none", "reinhard")
 #: tiles, pooled over their pixels (``python -m nucleoseg.io.stain`` recomputes it).
 TARGET = (np.array([60.62, 27.13, -15.23]), np.array([18.99, 9.64, 10.01]))
 
+# Ruifrok & Johnston stain vectors (rows: hematoxylin, eosin, DAB), as in skimage.color.
+_STAINS = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]])
+_STAINS /= np.linalg.norm(_STAINS, axis=1, keepdims=True)
+#: Optical densities of (hematoxylin, eosin, DAB) to those of (R, G, B), ``float32``.
+RGB_FROM_HED = _STAINS.astype(np.float32)
+#: Colour deconvolution: optical densities of (R, G, B) to (hematoxylin, eosin, DAB).
+HED_FROM_RGB = np.linalg.inv(_STAINS).astype(np.float32)
+#: ``OPTICAL_DENSITY[v]`` is ``-log(max(v, 1) / 255)`` for a ``uint8`` value ``v`` (float32).
+OPTICAL_DENSITY = -np.log(np.clip(np.arange(256, dtype=np.float32), 1, 255) / 255.0)
+
 #: Pixels brighter than this L* (of 100) count as background (glass).
 _BACKGROUND_L = 88.0
 

@@ -11,15 +11,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..io.labels import inner_boundary
+from ..io.stain import HED_FROM_RGB, RGB_FROM_HED
+
 #: Rim removed from each nucleus to make the interior channel (pixels).
 INTERIOR_RIM = 2
-
-# Ruifrok & Johnston stain vectors (rows: hematoxylin, eosin, DAB), as in skimage.color.
-_RGB_FROM_HED = np.array(
-    [[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]], dtype=np.float32
-)
-_RGB_FROM_HED /= np.linalg.norm(_RGB_FROM_HED, axis=1, keepdims=True)
-_HED_FROM_RGB = np.linalg.inv(_RGB_FROM_HED).astype(np.float32)
 
 
 def make_targets(labels: np.ndarray, rim: int = INTERIOR_RIM, contact: bool = False
@@ -30,11 +26,10 @@ def make_targets(labels: np.ndarray, rim: int = INTERIOR_RIM, contact: bool = Fa
     pixels that keep touching nuclei apart, weighted up by the ``bce_dice_contact`` loss.
     """
     from scipy import ndimage as ndi
-    from skimage.segmentation import find_boundaries
 
     labels = np.asarray(labels)
     fg = labels > 0
-    edge = find_boundaries(labels, mode="inner") & fg
+    edge = inner_boundary(labels)
     if rim > 1:
         edge = ndi.binary_dilation(edge, iterations=rim - 1)
     interior = fg & ~edge
@@ -75,10 +70,10 @@ def hed_jitter(
     """
     b = images.shape[0]
     od = -np.log(np.clip(images, 1e-6, 1.0) * (255.0 / 256.0) + 1.0 / 256.0)
-    hed = od @ _HED_FROM_RGB
+    hed = od @ HED_FROM_RGB
     alpha = rng.uniform(1 - sigma, 1 + sigma, (b, 1, 1, 3)).astype(np.float32)
     beta = rng.uniform(-bias, bias, (b, 1, 1, 3)).astype(np.float32)
-    od = (hed * alpha + beta) @ _RGB_FROM_HED
+    od = (hed * alpha + beta) @ RGB_FROM_HED
     out = (np.exp(-od) - 1.0 / 256.0) * (256.0 / 255.0)
     return np.clip(out, 0.0, 1.0).astype(np.float32)
 
