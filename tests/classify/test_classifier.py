@@ -182,6 +182,34 @@ def test_shipped_consep_classifier_loads():
     clf = NucleusClassifier.load("consep_types")
     assert clf.classes == ["other", "inflammatory", "epithelial", "spindle"]
     assert "validation" in clf.card and clf.card["sha256"]
+    # the decision rule chosen on the validation tiles (benchmarks/type_priors.py)
+    assert clf.class_weights == [4.0, 1.0, 1.0, 2.0]
+
+
+def test_class_weights_decide_and_round_trip(tmp_path):
+    """Class weights multiply the probabilities (renormalised) in every prediction path,
+    are saved in the card, and a card with bad weights is refused."""
+    img, lab, kinds = _two_kinds()
+    ids, f = nucleus_features(img, lab)
+    y = np.array([kinds[i] for i in ids])
+    clf = NucleusClassifier.fit(f, y, ["small", "large"], trees=10, seed=2)
+    clf.forest.value[:] = [0.7, 0.3]  # every leaf says "small, 70 %"
+    _, plain = clf.predict_proba(img, lab)
+    np.testing.assert_allclose(plain, np.tile([0.7, 0.3], (len(ids), 1)), atol=1e-3)
+    clf.class_weights = [1.0, 4.0]  # 0.7 x 1 < 0.3 x 4: "large", (0.7, 1.2) / 1.9
+    _, weighted = clf.predict_proba(img, lab)
+    np.testing.assert_allclose(weighted, np.tile([0.7, 1.2], (len(ids), 1)) / 1.9, atol=1e-3)
+    assert (weighted.argmax(1) == 1).all()
+    np.testing.assert_allclose(clf.predict_features(f)[1], weighted, rtol=1e-5)
+    back = NucleusClassifier.load(clf.save(tmp_path, "weighted"))
+    assert back.class_weights == [1.0, 4.0]
+    np.testing.assert_array_equal(back.predict(img, lab)[1], weighted.argmax(1))
+    card_path = tmp_path / "weighted.json"
+    card = json.loads(card_path.read_text())
+    for bad in ([1.0], [1.0, 0.0], [1.0, "x"], 3):
+        card_path.write_text(json.dumps({**card, "class_weights": bad}))
+        with pytest.raises(ClassifierError, match="class_weights"):
+            NucleusClassifier.load(tmp_path / "weighted.npz")
 
 
 @pytest.mark.slow

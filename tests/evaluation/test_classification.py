@@ -37,6 +37,12 @@ def test_f_d_f_c_and_accuracy_by_hand():
     assert s["f_a"] == pytest.approx(2 * 1 / (2 * 1 + 2 * 0 + 2 * 1 + 1 + 0))
     # class b: (a,b), (b,b) -> TP 1, FP 1; unpaired truth b: 1
     assert s["f_b"] == pytest.approx(2 * 1 / (2 * 1 + 2 * 1 + 2 * 0 + 0 + 1))
+    # pooling two images is adding their counts: the same set split in two scores the same
+    first, second = TypeCounts(), TypeCounts()
+    first.add(true_c[:2], np.array([1, 1]), pred_c[:2], np.array([1, 2]))
+    second.add(true_c[2:], np.array([2, 2]), pred_c[2:], np.array([2, 1]))
+    assert (first + second).scores(CLASSES) == s
+    assert first.scores(CLASSES)["paired"] == 2  # adding left the parts as they were
 
 
 def test_type_counts_from_label_images():

@@ -56,6 +56,10 @@ class NucleusClassifier:
         Weight of the patch net's probabilities, in [0, 1].
     patch_ir : pathlib.Path, optional
         The patch net as an OpenVINO file (checked against the card), run without Keras.
+    class_weights : list of float, optional
+        A decision rule chosen on validation tiles: the probabilities are multiplied by these
+        per-class weights and renormalised (rare classes the trees under-predict get more
+        than 1). None = plain probabilities.
     """
 
     classes: list[str]
@@ -65,6 +69,7 @@ class NucleusClassifier:
     patch_net: Any = None
     patch_weight: float = 0.0
     patch_ir: Path | None = None
+    class_weights: list[float] | None = None
     _runner: Any = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
@@ -105,12 +110,23 @@ class NucleusClassifier:
                    {**(card or {}), "training": {**(card or {}).get("training", {}), **info}})
 
     def predict_features(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(N, F)`` features to ``(class indices (N,), probabilities (N, C))``."""
+        """``(N, F)`` features to ``(class indices (N,), probabilities (N, C))`` by the forest
+        alone (with :attr:`class_weights` applied)."""
+        proba = self._weighted(self._forest_proba(features))
+        return proba.argmax(axis=1), proba
+
+    def _forest_proba(self, features: np.ndarray) -> np.ndarray:
         if features.shape[1] != len(FEATURE_NAMES):
             raise ClassifierError(f"expected {len(FEATURE_NAMES)} features, got "
                                   f"{features.shape[1]}")
-        proba = self.forest.predict_proba(features.astype(np.float32))
-        return proba.argmax(axis=1), proba
+        return self.forest.predict_proba(features.astype(np.float32))
+
+    def _weighted(self, proba: np.ndarray) -> np.ndarray:
+        """``proba`` times :attr:`class_weights`, renormalised (unchanged without them)."""
+        if self.class_weights is None:
+            return proba
+        proba = proba * np.asarray(self.class_weights, np.float32)
+        return proba / np.maximum(proba.sum(axis=1, keepdims=True), 1e-12)
 
     @property
     def runs_without_keras(self) -> bool:
@@ -135,7 +151,7 @@ class NucleusClassifier:
             # a slide block's sparse ids: renumbered once for the features and the patches
             labels, original = compact_ids(labels)
         ids, feats = nucleus_features(image, labels) if features is None else features
-        _, proba = self.predict_features(feats)
+        proba = self._forest_proba(feats)
         if self.patch_net is not None and ids.size:
             from .patch_net import nucleus_patches
 
@@ -143,6 +159,7 @@ class NucleusClassifier:
                 self._runner = self._patch_runner()
             cnn = self._runner(nucleus_patches(image, labels, ids))
             proba = (1 - self.patch_weight) * proba + self.patch_weight * cnn
+        proba = self._weighted(proba)
         return (ids if original is None else original[ids]), proba
 
     def _patch_runner(self) -> Any:
@@ -199,6 +216,8 @@ class NucleusClassifier:
                     "file": ir.name, "sha256": sha256(ir),
                     "weights_sha256": sha256(ir.with_suffix(".bin"))}
         path = atomic_write_bytes(directory / f"{name}.npz", buf.getvalue())
+        if self.class_weights is not None:
+            card["class_weights"] = [float(w) for w in self.class_weights]
         card = {**card, "name": name, "kind": "nucleus_classifier",
                 "card_version": CLASSIFIER_VERSION, "classes": self.classes,
                 "colors": self.colors, "features": list(FEATURE_NAMES),
@@ -262,7 +281,16 @@ class NucleusClassifier:
         if forest.value.shape[1] != len(classes) or len(colors) != len(classes):
             raise ClassifierError(f"{path.name}: classes and trees do not match")
         net, weight, ir = _load_patch_net(path, card.get("patch_net"), len(classes))
-        return cls(classes, colors, forest, card, net, weight, ir)
+        weights = card.get("class_weights")
+        if weights is not None:
+            try:
+                weights = [float(w) for w in weights]
+            except (TypeError, ValueError):
+                weights = []
+            if len(weights) != len(classes) or not all(0 < w < 1e6 for w in weights):
+                raise ClassifierError(f"{card_path.name}: class_weights must be one positive "
+                                      "number per class")
+        return cls(classes, colors, forest, card, net, weight, ir, weights)
 
 
 def _beside(npz_path: Path, file: Any, what: str) -> Path:

@@ -9,6 +9,7 @@ tiles are never read here.
 
 from __future__ import annotations
 
+import itertools
 import platform
 import time
 from collections.abc import Callable
@@ -25,6 +26,11 @@ from .features import nucleus_features
 #: CoNSeP class names (type numbers 1..4) and their colours.
 CONSEP_CLASSES = list(CLASS_NAMES[1:])
 CONSEP_COLORS = ["#ffd400", "#00c8ff", "#ff3030", "#30ff60"]
+#: Class weights tried on the validation tiles (:attr:`NucleusClassifier.class_weights`) for
+#: the classes the trees under-predict; the others stay 1. "other" is 1.6 % of the training
+#: nuclei. Weighting inflammatory too overfitted the five validation tiles
+#: (``benchmarks/type_priors.py``).
+CLASS_WEIGHT_GRID = {"other": (1, 2, 4, 8, 16, 32), "spindle": (0.5, 0.75, 1, 1.5, 2, 3, 4)}
 
 
 def tile_features(tiles, segment: Callable | None = None, patches: bool = False):
@@ -73,6 +79,50 @@ def evaluate_classifier(clf: NucleusClassifier, tiles, segment: Callable | None 
     names = {k + 1: n for k, n in enumerate(CONSEP_CLASSES)}
     scores = {w: _named(total.scores(names)) for w, total in totals.items()}
     return scores if weights else next(iter(scores.values()))
+
+
+def class_weight_candidates(classes: list[str], grid: dict[str, tuple] = CLASS_WEIGHT_GRID
+                            ) -> list[np.ndarray]:
+    """Every combination of :data:`CLASS_WEIGHT_GRID` weights, one per class (1 elsewhere)."""
+    axes = [grid.get(c, (1.0,)) for c in classes]
+    return [np.array(w, float) for w in itertools.product(*axes)]
+
+
+def counts_by_class_weights(clf: NucleusClassifier, tiles, candidates: list[np.ndarray],
+                            segment: Callable | None = None) -> list[list[TypeCounts]]:
+    """``[tile][candidate]`` HoVer-Net counts of ``clf`` with each candidate as its class
+    weights, on the true nuclei of ``tiles`` or on those of ``segment(image) -> labels``
+    (each tile classified once)."""
+    from ..evaluation.classification import centroids
+
+    saved, clf.class_weights = clf.class_weights, None
+    try:
+        out = []
+        for t in tiles:
+            image, truth, types = t.image(), t.labels(), t.types()
+            labels = truth if segment is None else segment(image)
+            _, proba = clf.predict_proba(image, labels)
+            tid, tc = centroids(truth)
+            _, pc = centroids(labels)  # the same ids, in the same order, as predict_proba's
+            tt = np.array([types.get(int(i), 0) for i in tid], int)
+            out.append([TypeCounts().add(tc, tt, pc, (proba * w).argmax(1) + 1)
+                        for w in candidates])
+        return out
+    finally:
+        clf.class_weights = saved
+
+
+def pooled_type_scores(parts: list[TypeCounts]) -> dict[str, Any]:
+    """HoVer-Net scores of the pooled ``parts`` (CoNSeP classes) with their ``mean_f_c``."""
+    total = sum(parts, TypeCounts())
+    scores = total.scores({k + 1: n for k, n in enumerate(CONSEP_CLASSES)})
+    return {**scores, "mean_f_c": _mean_f_c(scores)}
+
+
+def best_class_weights(counts: list[list[TypeCounts]], tiles: list[int]) -> int:
+    """The candidate index with the best pooled mean F_c over the given tile indices."""
+    return max(range(len(counts[0])),
+               key=lambda c: pooled_type_scores([counts[k][c] for k in tiles])["mean_f_c"])
 
 
 def _mean_f_c(scores: dict[str, Any]) -> float:
@@ -132,6 +182,15 @@ def train_consep_classifier(
         clf.patch_net = None
     validation = {on: by_weight[clf.patch_weight],
                   "by_patch_weight": {str(w): v for w, v in by_weight.items()}}
+    candidates = class_weight_candidates(CONSEP_CLASSES)
+    counts = counts_by_class_weights(clf, val, candidates, segment)
+    chosen = candidates[best_class_weights(counts, list(range(len(val))))]
+    if not (chosen == 1).all():
+        clf.class_weights = chosen.tolist()
+        validation[on] = evaluate_classifier(clf, val, segment)
+        validation["class_weights"] = {"chosen": clf.class_weights,
+                                       "grid": {c: list(v) for c, v in CLASS_WEIGHT_GRID.items()}}
+        log(f"class weights {clf.class_weights}; validation: {validation[on]}")
     if segment is not None:
         validation["true_nuclei"] = evaluate_classifier(clf, val)
     log(f"chosen patch-net weight {clf.patch_weight}; validation: {validation[on]}")

@@ -83,6 +83,13 @@ class TypeCounts:
         self.unpaired_pred += list(np.asarray(pred_types)[~used_p])
         return self
 
+    def __add__(self, other: TypeCounts) -> TypeCounts:
+        """The counts of both sets of images together."""
+        return TypeCounts(self.paired_true + other.paired_true,
+                          self.paired_pred + other.paired_pred,
+                          self.unpaired_true + other.unpaired_true,
+                          self.unpaired_pred + other.unpaired_pred)
+
     def scores(self, classes: dict[int, str]) -> dict[str, float]:
         """``{"f_d", "accuracy", "f_<name>" per class, "paired", ...}``."""
         pt, pp = np.asarray(self.paired_true, int), np.asarray(self.paired_pred, int)
