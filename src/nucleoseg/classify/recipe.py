@@ -183,6 +183,7 @@ def train_consep_classifier(
         clf.patch_net = None
     validation = {on: by_weight[clf.patch_weight],
                   "by_patch_weight": {str(w): v for w, v in by_weight.items()}}
+    log(f"chosen patch-net weight {clf.patch_weight}; validation: {validation[on]}")
     candidates = class_weight_candidates(CONSEP_CLASSES)
     counts = counts_by_class_weights(clf, val, candidates, segment)
     chosen = candidates[best_class_weights(counts, list(range(len(val))))]
@@ -194,12 +195,13 @@ def train_consep_classifier(
         log(f"class weights {clf.class_weights}; validation: {validation[on]}")
     if segment is not None:
         validation["true_nuclei"] = evaluate_classifier(clf, val)
-    log(f"chosen patch-net weight {clf.patch_weight}; validation: {validation[on]}")
     clf.card.update({
         "description": "CoNSeP nucleus types (other, inflammatory, epithelial, spindle): a "
                        "random forest over per-nucleus shape, colour and context features" +
                        (f", averaged with a patch CNN (weight {clf.patch_weight})"
-                        if clf.patch_net is not None else ""),
+                        if clf.patch_net is not None else "") +
+                       (f"; class probabilities weighted {clf.class_weights}"
+                        if clf.class_weights is not None else ""),
         "training": {**clf.card.get("training", {}),
                      "data": "CoNSeP training set, fit tiles: true nuclei and types, and "
                              f"the {segmentation_model} model's nuclei paired to them "
