@@ -149,3 +149,20 @@ def test_tta_averages_the_four_flips(threshold_model_path):
                        .probabilities(np.ascontiguousarray(img[::a, ::b])))[::a, ::b]
                    for a in (1, -1) for b in (1, -1)], axis=0)
     np.testing.assert_allclose(averaged, ref, atol=1e-5)
+
+
+def test_drop_small_and_relabel_is_a_size_filter_then_sequential_ids():
+    from skimage.segmentation import relabel_sequential
+
+    from nucleoseg.inference.postprocess import drop_small_and_relabel
+
+    rng = np.random.default_rng(5)
+    labels = np.kron(rng.integers(0, 40, (30, 30)), np.ones((3, 3), np.int64)).astype(np.int32)
+    labels[rng.random(labels.shape) < 0.05] = 77  # scattered pixels: one small-ish object
+    for min_size in (1, 9, 30, 200):
+        sizes = np.bincount(labels.ravel())
+        filtered = np.where(sizes[labels] >= min_size, labels, 0)
+        expected = relabel_sequential(filtered)[0]
+        np.testing.assert_array_equal(drop_small_and_relabel(labels, min_size), expected)
+    assert drop_small_and_relabel(np.zeros((4, 4), np.int32), 5).max() == 0
+    assert drop_small_and_relabel(np.zeros((0, 3), np.int32), 5).shape == (0, 3)
