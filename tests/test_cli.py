@@ -45,6 +45,9 @@ def test_segment_and_evaluate_with_a_real_model(tmp_path, tiny_unet_path, capsys
         (["segment", "{nan}", "-m", "unet"], "NaN"),
         (["evaluate", "{lab_a}", "{lab_b}"], "differ in shape"),
         (["train", "--model", "resnet"], "unknown model"),
+        (["train", "--contact-weight", "2"], "--contact-weight goes with"),
+        (["train", "--loss", "bce_dice_contact", "--contact-weight", "0"],
+         "--contact-weight goes with"),
         (["segment", "{rgba16}", "{rgba16}"], "--out-dir"),
     ],
 )

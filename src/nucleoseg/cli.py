@@ -187,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--loss", choices=["bce_dice", "bce_dice_contact"], default="bce_dice",
                    help="bce_dice_contact also weights the interior channel where nuclei "
                         "touch, to split touching nuclei")
+    t.add_argument("--contact-weight", type=float, metavar="W",
+                   help="bce_dice_contact's weight of the contact zone (default 5)")
     t.add_argument("--out", help="output folder (default: the user model folder)")
     t.add_argument("--name", help="saved model name (default: the architecture)")
     add_setting_flags(t, TrainSettings, from_card=False)

@@ -44,10 +44,15 @@ def cmd_train(args: argparse.Namespace) -> int:
                     None: None}[args.augment]
     out = Path(args.out) if args.out else user_dir()
     settings = TrainSettings(**setting_values(args, TrainSettings))  # checks bounds
+    if args.contact_weight is not None and (args.loss != "bce_dice_contact"
+                                            or not 0 < args.contact_weight <= 100):
+        raise UsageError("--contact-weight goes with --loss bce_dice_contact and lies in "
+                         "(0, 100]")
     train_recipe(
         args.model, out, save_name=args.name, data=args.data, datasets=datasets,
         init=args.init, schedule=args.schedule, augmentation=augmentation,
-        precision=args.precision, loss=args.loss, **settings.to_dict(),
+        precision=args.precision, loss=args.loss, contact_weight=args.contact_weight,
+        **settings.to_dict(),
         config=_parse_config(args.config), time_budget=args.time_budget,
         workers=args.workers, jit_compile=True if args.jit else "auto",
     )

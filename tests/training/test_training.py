@@ -154,3 +154,11 @@ def test_contact_zone_marks_where_nuclei_touch_and_the_loss_weights_it():
     bridged[0, 6:10, 6:10, 1] = 0.95  # interior predicted across the contact
     gap = float(bce_dice_contact_loss(y, bridged)) - float(bce_dice_loss(y[..., :2], bridged))
     assert gap > CONTACT_WEIGHT * 16 * np.log(20) / y[..., 0].size * 0.99
+    # the weight scales only the contact term (--contact-weight)
+    from nucleoseg.training.train import contact_loss
+
+    half = float(contact_loss(CONTACT_WEIGHT / 2)(y, bridged)) - float(
+        bce_dice_loss(y[..., :2], bridged))
+    assert half == pytest.approx(gap / 2, rel=1e-4)
+    with pytest.raises(ValueError, match="positive"):
+        contact_loss(0)

@@ -140,6 +140,7 @@ def train_recipe(
     augmentation: Augmentation | None = None,
     precision: str = "float32",
     loss: str = "bce_dice",
+    contact_weight: float | None = None,
     patch: int = 256,
     seed: int = TrainSettings.seed,
     config: dict[str, Any] | None = None,
@@ -173,6 +174,9 @@ def train_recipe(
     loss : str
         A name in :data:`~nucleoseg.training.train.LOSSES`; ``bce_dice_contact`` adds the
         contact-zone target channel it weights.
+    contact_weight : float, optional
+        That loss's weight of the contact zone (default
+        :data:`~nucleoseg.training.train.CONTACT_WEIGHT`).
 
     Returns
     -------
@@ -184,7 +188,9 @@ def train_recipe(
     from ..models.precision import with_precision
     from ..models.registry import build, resolve, total_stride
     from ..models.weights import load_model, save_model
-    from .train import CONTACT_WEIGHT, train
+    from .train import CONTACT_WEIGHT, contact_loss, train
+
+    contact_weight = CONTACT_WEIGHT if contact_weight is None else contact_weight
 
     config = dict(config or {})
     datasets = list(datasets)
@@ -249,7 +255,8 @@ def train_recipe(
         fit_model, sampler, validation, epochs=epochs, steps_per_epoch=steps_per_epoch,
         batch_size=batch_size, learning_rate=learning_rate, checkpoint=ckpt, seed=seed,
         workers=workers, jit_compile=jit_compile, on_epoch=on_epoch,
-        time_budget=time_budget, schedule=schedule, loss=loss,
+        time_budget=time_budget, schedule=schedule,
+        loss=contact_loss(contact_weight) if contact else loss,
         # a cosine run keeps the epoch of best validation Dice: with a decaying rate the
         # validation loss (soft Dice + BCE on two channels) is a noisy stand-in for it
         monitor="val_nucleus_dice" if schedule == "cosine" else None,
@@ -297,7 +304,7 @@ def train_recipe(
             "epochs_max": epochs, "epochs_run": result.epochs_run,
             "best_epoch": result.best_epoch + 1, "learning_rate": learning_rate,
             "loss": "bce + soft dice on (nucleus, interior)" + (
-                f", + {CONTACT_WEIGHT:g} x interior bce on the contact zone (pixels with two "
+                f", + {contact_weight:g} x interior bce on the contact zone (pixels with two "
                 "nuclei within 2 px)" if contact else ""),
             "optimizer": sched,
             "precision": precision,

@@ -49,13 +49,22 @@ def bce_dice_loss(y_true, y_pred):
 CONTACT_WEIGHT = 5.0
 
 
-def bce_dice_contact_loss(y_true, y_pred):
+def contact_loss(weight: float = CONTACT_WEIGHT) -> Callable:
     """BCE + soft Dice on (nucleus, interior), plus the interior cross-entropy again, times
-    :data:`CONTACT_WEIGHT`, on the contact zone (the targets' third channel, see
+    ``weight``, on the contact zone (the targets' third channel, see
     :func:`~nucleoseg.training.data.contact_zone`): the pixels that split touching nuclei."""
-    interior_ce = _bce(y_true[..., 1], y_pred[..., 1])
-    return bce_dice_loss(y_true[..., :2], y_pred) + CONTACT_WEIGHT * ops.mean(
-        y_true[..., 2] * interior_ce)
+    if not weight > 0:
+        raise ValueError(f"the contact weight must be positive, got {weight}")
+
+    def bce_dice_contact_loss(y_true, y_pred):
+        interior_ce = _bce(y_true[..., 1], y_pred[..., 1])
+        return bce_dice_loss(y_true[..., :2], y_pred) + weight * ops.mean(
+            y_true[..., 2] * interior_ce)
+
+    return bce_dice_contact_loss
+
+
+bce_dice_contact_loss = contact_loss()
 
 
 LOSSES: dict[str, Callable] = {"bce": bce_loss, "bce_dice": bce_dice_loss,
@@ -160,20 +169,22 @@ class TrainResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def compile_model(model: keras.Model, learning_rate: float = 1e-3, loss: str = "bce_dice",
-                  jit_compile: bool | str = "auto", decay_steps: int | None = None) -> None:
-    """Compile with Adam, the named loss and the nucleus Dice metric.
+def compile_model(model: keras.Model, learning_rate: float = 1e-3,
+                  loss: str | Callable = "bce_dice", jit_compile: bool | str = "auto",
+                  decay_steps: int | None = None) -> None:
+    """Compile with Adam, the loss (a name in :data:`LOSSES` or a loss function, e.g.
+    :func:`contact_loss`) and the nucleus Dice metric.
 
     ``decay_steps`` gives a cosine decay of the learning rate to 0 over that many steps.
     """
-    if loss not in LOSSES:
+    if isinstance(loss, str) and loss not in LOSSES:
         raise ValueError(f"unknown loss {loss!r}; choose one of {sorted(LOSSES)}")
     lr = learning_rate
     if decay_steps:
         lr = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps)
     model.compile(
         optimizer=keras.optimizers.Adam(lr),
-        loss=LOSSES[loss],
+        loss=LOSSES[loss] if isinstance(loss, str) else loss,
         metrics=[nucleus_dice],
         jit_compile=jit_compile,
     )
@@ -187,7 +198,7 @@ def train(
     steps_per_epoch: int = 100,
     batch_size: int = 8,
     learning_rate: float = 1e-3,
-    loss: str = "bce_dice",
+    loss: str | Callable = "bce_dice",
     checkpoint: str | Path | None = None,
     early_stopping_patience: int = 20,
     plateau_patience: int = 8,
