@@ -145,7 +145,8 @@ def list_tiles(split: str, root: str | Path | None = None) -> list[Tile]:
             f"CoNSeP data not found at {base} (set NUCLEOSEG_DATA or pass --data)"
         )
     tiles = []
-    for img in sorted((folder / "images").glob("*.png"), key=_natural):
+    images = [p for p in (folder / "images").iterdir() if p.suffix in (".png", ".webp")]
+    for img in sorted(images, key=_natural):  # .webp: the lossless copy carried to a GPU
         lab = folder / "labels" / f"{img.stem}.tif"
         if not lab.is_file():
             continue
