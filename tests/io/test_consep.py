@@ -9,11 +9,12 @@ from nucleoseg.io import consep, datasets
 from nucleoseg.io.images import ImageError
 
 
-def _write_tile(folder, name, labels, types):
+def _write_tile(folder, name, labels, types, suffix=".png"):
     for sub in ("images", "labels", "types"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
     image = np.full((*labels.shape, 3), 200, np.uint8)
-    Image.fromarray(image).save(folder / "images" / f"{name}.png")
+    image[0, 0] = (10, 20, 30)
+    Image.fromarray(image).save(folder / "images" / f"{name}{suffix}", lossless=True)
     tifffile.imwrite(folder / "labels" / f"{name}.tif", labels.astype(np.uint16))
     rows = "".join(f"{i},{t},{consep.CLASS_NAMES[t]}\n" for i, t in types.items())
     (folder / "types" / f"{name}.csv").write_text("id,type,name\n" + rows)
@@ -25,13 +26,17 @@ def test_reader_on_written_tiles(tmp_path):
     lab[10:15, 20:28] = 2
     root = tmp_path / "consep"
     for k in (1, 2, 10, 13):  # 13 is a validation tile; natural order 1, 2, 10
-        _write_tile(root / "train", f"train_{k}", lab, {1: 2, 2: 4})
+        # lossless WebP is what scripts/pack_data.py carries to a GPU machine
+        _write_tile(root / "train", f"train_{k}", lab, {1: 2, 2: 4},
+                    ".webp" if k == 10 else ".png")
+    (root / "train" / "images" / "notes.txt").write_text("not a tile")
     tiles = consep.list_tiles("train", tmp_path)
     assert [t.name for t in tiles] == ["train_1", "train_2", "train_10", "train_13"]
     assert [t.name for t in consep.list_tiles("val", tmp_path)] == ["train_2", "train_13"]
     assert [t.name for t in consep.list_tiles("fit", root)] == ["train_1", "train_10"]
     t = tiles[0]
     assert t.image().shape == (20, 30, 3)
+    np.testing.assert_array_equal(tiles[2].image(), t.image())  # the WebP one, lossless
     np.testing.assert_array_equal(t.labels(), lab)
     assert t.types() == {1: 2, 2: 4}
     tm = consep.type_map(t.labels(), t.types())
