@@ -19,9 +19,6 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-WIDE = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="unet")
@@ -46,9 +43,9 @@ def main() -> None:
 
     grid = {"other": CLASS_WEIGHT_GRID["other"]}
     if args.grid != "other":
-        grid["spindle"] = WIDE
-    if args.grid == "all":
-        grid["inflammatory"] = WIDE
+        grid["spindle"] = CLASS_WEIGHT_GRID["spindle"]
+    if args.grid == "all":  # inflammatory tried over the spindle weights
+        grid["inflammatory"] = CLASS_WEIGHT_GRID["spindle"]
     seg = Segmenter.load(args.model)
     clf = NucleusClassifier.load(args.classifier)
     tiles = list_tiles("val", args.data)

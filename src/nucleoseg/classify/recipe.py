@@ -186,10 +186,13 @@ def train_consep_classifier(
     log(f"chosen patch-net weight {clf.patch_weight}; validation: {validation[on]}")
     candidates = class_weight_candidates(CONSEP_CLASSES)
     counts = counts_by_class_weights(clf, val, candidates, segment)
-    chosen = candidates[best_class_weights(counts, list(range(len(val))))]
+    best = best_class_weights(counts, list(range(len(val))))
+    chosen = candidates[best]
     if not (chosen == 1).all():
         clf.class_weights = chosen.tolist()
-        validation[on] = evaluate_classifier(clf, val, segment)
+        # the chosen candidate's counts are its validation scores: no second pass
+        names = {k + 1: n for k, n in enumerate(CONSEP_CLASSES)}
+        validation[on] = _named(sum((c[best] for c in counts), TypeCounts()).scores(names))
         validation["class_weights"] = {"chosen": clf.class_weights,
                                        "grid": {c: list(v) for c, v in CLASS_WEIGHT_GRID.items()}}
         log(f"class weights {clf.class_weights}; validation: {validation[on]}")
