@@ -1,7 +1,8 @@
 """Where classifying a tile's nuclei spends its time, against segmenting the tile.
 
 Segments the CoNSeP validation tiles (1000x1000) with a model, then times each stage of the
-shipped classifier on its nuclei: features, forest, patch cutting, patch net, and the whole
+shipped classifier on its nuclei: features, forest, the context forest's inputs and trees
+(when it has one), patch cutting, patch net, and the whole
 ``predict`` call. Best of ``--repeat`` rounds per stage, in ms per tile, and the whole call
 as a share of the segment time. Run it from two checkouts (``PYTHONPATH=<other>/src``) for
 an A/B on the same machine. The test tiles are never read.
@@ -55,7 +56,14 @@ def main() -> None:
             labels = timed("segment", segment, image)
             timed("classify (predict)", clf.predict, image, labels)
             ids, feats = timed("features", nucleus_features, image, labels)
-            timed("forest", clf.forest.predict_proba, feats)
+            p1 = timed("forest", clf.forest.predict_proba, feats)
+            if getattr(clf, "context_forest", None) is not None:
+                from nucleoseg.classify.context import context_inputs, nucleus_centres
+
+                centres = timed("centres", nucleus_centres, labels, ids)
+                x = timed("neighbour means", context_inputs, feats, p1, centres,
+                          clf.context_sigmas)
+                timed("context forest", clf.context_forest.predict_proba, x)
             patches = timed("patches", nucleus_patches, image, labels, ids)
             clf._runner = clf._runner or clf._patch_runner()
             timed("patch net", clf._runner, patches)

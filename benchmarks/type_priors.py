@@ -32,7 +32,7 @@ def main() -> None:
     from nucleoseg.classify.recipe import (
         CLASS_WEIGHT_GRID,
         CONSEP_CLASSES,
-        best_class_weights,
+        best_rule,
         class_weight_candidates,
         counts_by_class_weights,
         pooled_type_scores,
@@ -53,13 +53,13 @@ def main() -> None:
     counts = counts_by_class_weights(clf, tiles, candidates, lambda im: run(seg.segment(im)))
     every = list(range(len(tiles)))
     plain = next(c for c, w in enumerate(candidates) if (w == 1).all())
-    chosen = best_class_weights(counts, every)
+    chosen = best_rule(counts, every)
     rows = {"argmax(p)": pooled_type_scores([counts[k][plain] for k in every]),
             f"best on all {len(tiles)} tiles, w={candidates[chosen].tolist()}":
                 pooled_type_scores([counts[k][chosen] for k in every])}
     held = []
     for k in every:
-        c = best_class_weights(counts, [j for j in every if j != k])
+        c = best_rule(counts, [j for j in every if j != k])
         held.append(counts[k][c])
         print(f"leave out {tiles[k].name}: weights {candidates[c].tolist()}")
     rows["leave-one-tile-out"] = pooled_type_scores(held)

@@ -182,8 +182,9 @@ def test_shipped_consep_classifier_loads():
     clf = NucleusClassifier.load("consep_types")
     assert clf.classes == ["other", "inflammatory", "epithelial", "spindle"]
     assert "validation" in clf.card and clf.card["sha256"]
-    # the decision rule chosen on the validation tiles (benchmarks/type_priors.py)
-    assert clf.class_weights == [4.0, 1.0, 1.0, 2.0]
+    # the stages and weights chosen on the validation tiles (scripts/classifier_context.py)
+    assert clf.context_forest is not None and clf.context_sigmas == (15.0, 30.0, 60.0)
+    assert clf.class_weights == [4.0, 1.0, 1.0, 1.5]
 
 
 def test_class_weights_decide_and_round_trip(tmp_path):
@@ -244,6 +245,11 @@ def test_train_classifier_command(tmp_path, data_root, capsys):
     names = ("other", "inflammatory", "epithelial", "spindle")
     if clf.class_weights is not None:
         assert clf.card["validation"]["class_weights"]["chosen"] == clf.class_weights
+    # the context forest is kept only when it scores at least as well on validation
+    ctx = clf.card["validation"]["context_forest"]
+    assert ctx["used"] == (clf.context_forest is not None)
+    mean = {k: np.mean([ctx[k][f"f_{c}"] for c in names]) for k in ("with", "without")}
+    assert ctx["used"] == (mean["with"] > mean["without"])
     assert np.mean([val[f"f_{c}"] for c in names]) >= np.mean([plain[f"f_{c}"] for c in names])
 
 

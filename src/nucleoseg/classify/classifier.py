@@ -20,7 +20,17 @@ from typing import Any
 
 import numpy as np
 
+from .context import context_inputs, nucleus_centres, read_class_weights, read_sigmas
 from .features import FEATURE_NAMES, nucleus_features
+from .files import (  # noqa: F401 -- the public names, importable from here as before
+    ClassifierError,
+    available_classifiers,
+    load_patch_net,
+    read_patch_net,
+    resolve_classifier_path,
+    shipped_classifier_dir,
+    user_classifier_dir,
+)
 from .forest import Forest
 
 #: The shipped CoNSeP classifier's name.
@@ -29,10 +39,6 @@ CLASSIFIER_VERSION = 1
 #: Distinct colours that stand out on H&E, one per class in order (then they repeat).
 PALETTE = ("#ffd400", "#00c8ff", "#ff3030", "#30ff60", "#ff8c00", "#b070ff", "#ffffff",
            "#00ffd0")
-
-
-class ClassifierError(RuntimeError):
-    """A classifier that cannot be used (missing, corrupted, mismatched)."""
 
 
 @dataclass
@@ -60,6 +66,12 @@ class NucleusClassifier:
         A decision rule chosen on validation tiles: the probabilities are multiplied by these
         per-class weights and renormalised (rare classes the trees under-predict get more
         than 1). None = plain probabilities.
+    context_forest : Forest, optional
+        A second forest that classifies each nucleus again from its features, the first
+        forest's probabilities and its neighbours' (:mod:`~nucleoseg.classify.context`;
+        trained on out-of-fold probabilities, :mod:`~nucleoseg.classify.stacking`).
+    context_sigmas : tuple of float
+        Its neighbourhood scales in pixels.
     """
 
     classes: list[str]
@@ -70,6 +82,8 @@ class NucleusClassifier:
     patch_weight: float = 0.0
     patch_ir: Path | None = None
     class_weights: list[float] | None = None
+    context_forest: Forest | None = None
+    context_sigmas: tuple[float, ...] = ()
     _runner: Any = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
@@ -87,8 +101,6 @@ class NucleusClassifier:
         card: dict[str, Any] | None = None,
     ) -> NucleusClassifier:
         """Train a random forest on ``(N, F)`` features and ``(N,)`` class indices."""
-        from sklearn.ensemble import RandomForestClassifier
-
         targets = np.asarray(targets, int)
         if features.shape[0] != targets.shape[0] or features.shape[0] == 0:
             raise ValueError("need one class per nucleus, and at least one nucleus")
@@ -96,30 +108,35 @@ class NucleusClassifier:
             raise ValueError("class indices must lie in 0..len(classes)-1")
         if np.unique(targets).size < 2:
             raise ValueError("mark nuclei of at least two classes")
-        rf = RandomForestClassifier(
-            n_estimators=trees, max_depth=max_depth, min_samples_leaf=min_samples_leaf,
-            class_weight=class_weight, random_state=seed, n_jobs=1,
-            max_features="sqrt",
-        )
-        rf.fit(features, targets)
+        forest = Forest.fit(features, targets, len(classes), trees, max_depth,
+                            min_samples_leaf, seed, class_weight)
         colors = list(colors or [PALETTE[i % len(PALETTE)] for i in range(len(classes))])
         info = {"trees": trees, "max_depth": max_depth, "min_samples_leaf": min_samples_leaf,
                 "class_weight": class_weight, "seed": seed, "nuclei": int(targets.size),
                 "per_class": {c: int((targets == i).sum()) for i, c in enumerate(classes)}}
-        return cls(list(classes), colors, Forest.from_sklearn(rf, len(classes)),
+        return cls(list(classes), colors, forest,
                    {**(card or {}), "training": {**(card or {}).get("training", {}), **info}})
 
-    def predict_features(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(N, F)`` features to ``(class indices (N,), probabilities (N, C))`` by the forest
-        alone (with :attr:`class_weights` applied)."""
-        proba = self._weighted(self._forest_proba(features))
+    def predict_features(self, features: np.ndarray, centres: np.ndarray | None = None
+                         ) -> tuple[np.ndarray, np.ndarray]:
+        """``(N, F)`` features to ``(class indices (N,), probabilities (N, C))`` by the
+        forests alone (with :attr:`class_weights` applied); the context forest runs when the
+        nuclei's ``(N, 2)`` ``centres`` are given."""
+        proba = self._weighted(self._forest_proba(features, centres))
         return proba.argmax(axis=1), proba
 
-    def _forest_proba(self, features: np.ndarray) -> np.ndarray:
+    def _forest_proba(self, features: np.ndarray, centres: np.ndarray | None = None
+                      ) -> np.ndarray:
+        """The first forest's probabilities, then the context forest's when it and the
+        ``centres`` are there."""
         if features.shape[1] != len(FEATURE_NAMES):
             raise ClassifierError(f"expected {len(FEATURE_NAMES)} features, got "
                                   f"{features.shape[1]}")
-        return self.forest.predict_proba(features.astype(np.float32))
+        proba = self.forest.predict_proba(features.astype(np.float32))
+        if self.context_forest is None or centres is None:
+            return proba
+        return self.context_forest.predict_proba(
+            context_inputs(features, proba, centres, self.context_sigmas))
 
     def _weighted(self, proba: np.ndarray) -> np.ndarray:
         """``proba`` times :attr:`class_weights`, renormalised (unchanged without them)."""
@@ -150,8 +167,12 @@ class NucleusClassifier:
 
             # a slide block's sparse ids: renumbered once for the features and the patches
             labels, original = compact_ids(labels)
-        ids, feats = nucleus_features(image, labels) if features is None else features
-        proba = self._forest_proba(feats)
+        if features is None:
+            ids, feats, centres = nucleus_features(image, labels, with_centres=True)
+        else:
+            ids, feats = features
+            centres = nucleus_centres(labels, ids) if self.context_forest is not None else None
+        proba = self._forest_proba(feats, centres)
         if self.patch_net is not None and ids.size:
             from .patch_net import nucleus_patches
 
@@ -170,7 +191,7 @@ class NucleusClassifier:
         if self.runs_without_keras:
             return PatchRunner(ir=self.patch_ir, n_classes=len(self.classes))
         if isinstance(self.patch_net, Path):  # loaded on first use (imports Keras)
-            self.patch_net = _read_patch_net(self.patch_net, len(self.classes))
+            self.patch_net = read_patch_net(self.patch_net, len(self.classes))
         return PatchRunner(self.patch_net, self.card.get("patch_net", {}).get("sha256"))
 
     def predict(self, image: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -198,8 +219,19 @@ class NucleusClassifier:
         except WeightsError as exc:
             raise ClassifierError(str(exc)) from None
         buf = _io.BytesIO()
-        np.savez_compressed(buf, **self.forest.arrays())
-        card = {k: v for k, v in self.card.items() if k != "patch_net"}
+        arrays = self.forest.arrays()
+        card = {k: v for k, v in self.card.items()
+                if k not in ("patch_net", "class_weights", "context_forest")}
+        if self.context_forest is not None:
+            arrays.update({f"context_{k}": v for k, v in self.context_forest.arrays().items()})
+            card["context_forest"] = {
+                **self.card.get("context_forest", {}),
+                "sigmas_px": [float(s) for s in self.context_sigmas],
+                "inputs": "features, the first forest's probabilities, the Gaussian-weighted "
+                          "mean of the other nuclei's at each sigma"}
+        if self.class_weights is not None:
+            card["class_weights"] = [float(w) for w in self.class_weights]
+        np.savez_compressed(buf, **arrays)
         if self.patch_net is not None:
             from ..io.atomic import atomic_write
             from .patch_net import PATCH
@@ -216,8 +248,6 @@ class NucleusClassifier:
                     "file": ir.name, "sha256": sha256(ir),
                     "weights_sha256": sha256(ir.with_suffix(".bin"))}
         path = atomic_write_bytes(directory / f"{name}.npz", buf.getvalue())
-        if self.class_weights is not None:
-            card["class_weights"] = [float(w) for w in self.class_weights]
         card = {**card, "name": name, "kind": "nucleus_classifier",
                 "card_version": CLASSIFIER_VERSION, "classes": self.classes,
                 "colors": self.colors, "features": list(FEATURE_NAMES),
@@ -271,118 +301,21 @@ class NucleusClassifier:
                                   "from its card)")
         if list(card.get("features", [])) != list(FEATURE_NAMES):
             raise ClassifierError(f"{path.name} was trained on other features; retrain it")
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                forest = Forest(*(z[k] for k in ("feature", "threshold", "left", "right",
-                                                 "value", "roots")))
-        except (OSError, ValueError, KeyError) as exc:
-            raise ClassifierError(f"cannot read {path.name}: {exc}") from None
+        keys = ("feature", "threshold", "left", "right", "value", "roots")
         classes, colors = list(card["classes"]), list(card["colors"])
-        if forest.value.shape[1] != len(classes) or len(colors) != len(classes):
-            raise ClassifierError(f"{path.name}: classes and trees do not match")
-        net, weight, ir = _load_patch_net(path, card.get("patch_net"), len(classes))
-        weights = card.get("class_weights")
-        if weights is not None:
-            try:
-                weights = [float(w) for w in weights]
-            except (TypeError, ValueError):
-                weights = []
-            if len(weights) != len(classes) or not all(0 < w < 1e6 for w in weights):
-                raise ClassifierError(f"{card_path.name}: class_weights must be one positive "
-                                      "number per class")
-        return cls(classes, colors, forest, card, net, weight, ir, weights)
-
-
-def _beside(npz_path: Path, file: Any, what: str) -> Path:
-    """The file a card names, which must lie beside the card."""
-    name = Path(str(file or ""))
-    path = npz_path.parent / name.name
-    if not name.name or name.name != str(name) or not path.is_file():
-        raise ClassifierError(f"{npz_path.name}: its {what} {name} is missing")
-    return path
-
-
-def _load_patch_net(npz_path: Path, entry: dict | None, n_classes: int
-                    ) -> tuple[Any, float, Path | None]:
-    """The patch net a card names (checked against its checksums): ``(path of the Keras
-    file, weight, path of the OpenVINO file or None)``, or ``(None, 0.0, None)``."""
-    if not entry:
-        return None, 0.0, None
-    from ..models.weights import sha256
-    from .patch_net import PATCH
-
-    net_path = _beside(npz_path, entry.get("file"), "patch net")
-    if not entry.get("sha256") or sha256(net_path) != entry["sha256"]:
-        raise ClassifierError(f"{net_path.name} is corrupted or was changed (SHA-256 differs "
-                              "from its card)")
-    if entry.get("patch") != PATCH:
-        raise ClassifierError(f"{net_path.name} expects {entry.get('patch')}-px patches; "
-                              f"this version cuts {PATCH}")
-    weight = float(entry.get("weight", 0.5))
-    if not 0 <= weight <= 1:
-        raise ClassifierError(f"{npz_path.name}: patch net weight {weight} outside [0, 1]")
-    ir = None
-    if entry.get("openvino"):
-        ov_entry = entry["openvino"]
-        ir = _beside(npz_path, ov_entry.get("file"), "patch net's OpenVINO file")
-        if ir.suffix != ".xml":
-            raise ClassifierError(f"{ir.name}: an OpenVINO model file ends in .xml")
-        weights = _beside(npz_path, ir.with_suffix(".bin").name, "patch net's OpenVINO weights")
-        if sha256(ir) != ov_entry.get("sha256") or \
-                sha256(weights) != ov_entry.get("weights_sha256"):
-            raise ClassifierError(f"{ir.name} is corrupted or was changed (SHA-256 differs "
-                                  "from its card)")
-    # verified paths: Keras reads the net on first use, so loading a classifier (e.g. in the
-    # napari process, where TensorFlow must not be imported) imports no Keras
-    return net_path, weight, ir
-
-
-def _read_patch_net(path: Path, n_classes: int) -> Any:
-    """Read a verified patch net file with Keras."""
-    import keras
-
-    try:
-        net = keras.saving.load_model(path, compile=False)
-    except Exception as exc:  # Keras raises several types for a damaged file
-        raise ClassifierError(f"cannot read {path.name}: {exc}") from None
-    if int(net.outputs[0].shape[-1]) != n_classes:
-        raise ClassifierError(f"{path.name}: classes and patch net do not match")
-    return net
-
-
-def shipped_classifier_dir() -> Path:
-    from ..models.weights import shipped_dir
-
-    return shipped_dir() / "classifiers"
-
-
-def user_classifier_dir() -> Path:
-    from ..models.weights import user_dir
-
-    return user_dir() / "classifiers"
-
-
-def available_classifiers() -> list[dict[str, Any]]:
-    """``{"name", "path", "source"}`` of every shipped and user classifier."""
-    out = []
-    for source, folder in (("shipped", shipped_classifier_dir()),
-                           ("user", user_classifier_dir())):
-        if folder.is_dir():
-            for p in sorted(folder.glob("*.npz")):
-                if p.with_suffix(".json").is_file():
-                    out.append({"name": p.stem, "path": p, "source": source})
-    return out
-
-
-def resolve_classifier_path(name_or_path: str | Path) -> Path:
-    """A classifier name or ``.npz`` path to an existing ``.npz`` path."""
-    p = Path(name_or_path)
-    if p.suffix == ".npz":
-        if not p.is_file():
-            raise ClassifierError(f"classifier file not found: {p}")
-        return p
-    for entry in available_classifiers():
-        if entry["name"] == str(name_or_path):
-            return entry["path"]
-    names = ", ".join(e["name"] for e in available_classifiers()) or "none installed"
-    raise ClassifierError(f"no classifier named {name_or_path!r} (available: {names})")
+        n_in = len(FEATURE_NAMES)
+        try:
+            weights = read_class_weights(card, len(classes))
+            sigmas = read_sigmas(card) if card.get("context_forest") is not None else ()
+            with np.load(path, allow_pickle=False) as z:
+                forest = Forest(*(z[k] for k in keys))
+                context = Forest(*(z[f"context_{k}"] for k in keys)) if sigmas else None
+            if len(colors) != len(classes):
+                raise ValueError("one colour per class")
+            forest.check(n_in, len(classes))
+            if context is not None:
+                context.check(n_in + len(classes) * (1 + len(sigmas)), len(classes))
+        except (OSError, ValueError, KeyError) as exc:
+            raise ClassifierError(f"cannot use {path.name}: {exc}") from None
+        net, weight, ir = load_patch_net(path, card.get("patch_net"), len(classes))
+        return cls(classes, colors, forest, card, net, weight, ir, weights, context, sigmas)

@@ -42,8 +42,9 @@ FEATURE_NAMES: tuple[str, ...] = (
 
 
 def nucleus_features(
-    image: np.ndarray, labels: np.ndarray, ids: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray]:
+    image: np.ndarray, labels: np.ndarray, ids: np.ndarray | None = None,
+    with_centres: bool = False,
+) -> tuple[np.ndarray, ...]:
     """Features of every nucleus.
 
     Parameters
@@ -54,6 +55,8 @@ def nucleus_features(
         ``(H, W)`` integer instance labels, 0 = background.
     ids : numpy.ndarray, optional
         The ids to describe (default: every id present).
+    with_centres : bool
+        Also return their ``(N, 2)`` row/col centroids (a third array).
 
     Returns
     -------
@@ -86,7 +89,8 @@ def nucleus_features(
     asked = None if ids is None else np.asarray(ids)
     ids = np.flatnonzero(area) if ids is None else _local_ids(asked, original)
     if ids.size == 0:
-        return (ids if asked is None else asked), np.zeros((0, len(FEATURE_NAMES)), np.float32)
+        empty = (ids if asked is None else asked), np.zeros((0, len(FEATURE_NAMES)), np.float32)
+        return (*empty, np.zeros((0, 2))) if with_centres else empty
     safe = np.maximum(area, 1)
     r, c = np.divmod(pix_in, labels.shape[1])
     cy = np.bincount(fi, r, n) / safe
@@ -135,7 +139,8 @@ def nucleus_features(
              *[m[ids] for m in means], *[s[ids] for s in stds],
              *[m[ids] for m in ring_means], h_ratio[ids], *neigh, neigh_area, *context]
     described = ids if original is None else original[ids]
-    return described, np.stack(cols_, axis=1).astype(np.float32)
+    out = described, np.stack(cols_, axis=1).astype(np.float32)
+    return (*out, centres) if with_centres else out
 
 
 def _local_ids(ids: np.ndarray, original: np.ndarray | None) -> np.ndarray:

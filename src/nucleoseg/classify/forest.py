@@ -64,6 +64,19 @@ class Forest:
                 np.where(leaf, np.inf, self.threshold).astype(np.float32), child, depth)
 
     @classmethod
+    def fit(cls, x: np.ndarray, y: np.ndarray, n_classes: int, trees: int = 100,
+            max_depth: int | None = 16, min_samples_leaf: int = 2, seed: int = 0,
+            class_weight: str | None = None, n_jobs: int = 1) -> Forest:
+        """A scikit-learn random forest (``max_features="sqrt"``) fitted to ``(N, F)`` inputs
+        and ``(N,)`` class indices ``< n_classes``, exported."""
+        from sklearn.ensemble import RandomForestClassifier
+
+        rf = RandomForestClassifier(
+            n_estimators=trees, max_depth=max_depth, min_samples_leaf=min_samples_leaf,
+            class_weight=class_weight, random_state=seed, n_jobs=n_jobs, max_features="sqrt")
+        return cls.from_sklearn(rf.fit(x, y), n_classes)
+
+    @classmethod
     def from_sklearn(cls, estimator: Any, n_classes: int) -> Forest:
         """Export a fitted ``RandomForestClassifier``/``ExtraTreesClassifier``.
 
@@ -89,6 +102,25 @@ class Forest:
         return cls(np.concatenate(feats), np.concatenate(thr), np.concatenate(left),
                    np.concatenate(right), np.concatenate(vals).astype(np.float16),
                    np.asarray(roots, np.int32))
+
+    def check(self, n_features: int, n_classes: int) -> None:
+        """Raise ValueError unless the arrays form trees over ``n_features`` inputs and
+        ``n_classes`` classes (what a file read from disk must pass before use)."""
+        n = self.feature.size
+        if not all(getattr(self, k).shape[:1] == (n,) for k in
+                   ("threshold", "left", "right", "value")) or self.value.ndim != 2:
+            raise ValueError("the forest's node arrays differ in length")
+        if self.value.shape[1] != n_classes:
+            raise ValueError(f"the forest has {self.value.shape[1]} classes, not {n_classes}")
+        inner = self.feature >= 0
+        if n == 0 or self.roots.size == 0 or self.roots.min() < 0 or self.roots.max() >= n:
+            raise ValueError("the forest's roots lie outside its nodes")
+        if (self.feature[inner] >= n_features).any():
+            raise ValueError(f"the forest reads more than {n_features} inputs")
+        for child in (self.left[inner], self.right[inner]):
+            if child.size and (child.min() < 0 or child.max() >= n):
+                raise ValueError("the forest's children lie outside its nodes")
+        self._walk  # noqa: B018 -- refuses cycles
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {k: getattr(self, k) for k in

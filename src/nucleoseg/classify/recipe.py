@@ -22,7 +22,9 @@ import numpy as np
 from ..evaluation.classification import TypeCounts, type_counts
 from ..io.consep import CLASS_NAMES, list_tiles
 from .classifier import NucleusClassifier
-from .features import nucleus_features
+from .context import NEIGHBOUR_SIGMAS
+from .forest import Forest
+from .stacking import describe_tiles, fit_context_forest, training_set
 
 #: CoNSeP class names (type numbers 1..4) and their colours.
 CONSEP_CLASSES = list(CLASS_NAMES[1:])
@@ -32,34 +34,18 @@ CONSEP_COLORS = ["#ffd400", "#00c8ff", "#ff3030", "#30ff60"]
 #: nuclei. Weighting inflammatory too overfitted the five validation tiles
 #: (``benchmarks/type_priors.py``).
 CLASS_WEIGHT_GRID = {"other": (1, 2, 4, 8, 16, 32), "spindle": (0.5, 0.75, 1, 1.5, 2, 3, 4)}
+#: What the card says of how the context forest was trained.
+CONTEXT_TRAINING = {"folds": 5, "training": "the first forest's settings; out-of-fold "
+                    "probabilities from 5 folds of the fit tiles (tile k in fold k % 5)"}
 
 
 def tile_features(tiles, segment: Callable | None = None, patches: bool = False):
     """Features of every true nucleus of ``tiles`` and its class index (type - 1); with
     ``segment(image) -> labels``, also of the predicted nuclei paired to a true one. With
     ``patches``, also their :func:`~nucleoseg.classify.patch_net.nucleus_patches` (a third
-    array)."""
-    from ..evaluation.classification import centroids, pair_centroids
-    from .patch_net import nucleus_patches
-
-    xs, ys, ps = [], [], []
-    for t in tiles:
-        image, labels, types = t.image(), t.labels(), t.types()
-        ids, f = nucleus_features(image, labels)
-        xs.append(f)
-        ys.append(np.array([types.get(int(i), 1) - 1 for i in ids], int))
-        if patches:
-            ps.append(nucleus_patches(image, labels, ids))
-        if segment is not None:
-            pred = segment(image)
-            pids, pf = nucleus_features(image, pred)
-            _, pc = centroids(pred)
-            pairs = pair_centroids(centroids(labels)[1], pc)
-            xs.append(pf[pairs[:, 1]])
-            ys.append(np.array([types.get(int(ids[i]), 1) - 1 for i in pairs[:, 0]], int))
-            if patches:
-                ps.append(nucleus_patches(image, pred, pids[pairs[:, 1]]))
-    x, y = np.concatenate(xs), np.concatenate(ys)
+    array). See :func:`~nucleoseg.classify.stacking.describe_tiles`."""
+    maps, ps = describe_tiles(tiles, segment, patches)
+    x, y = training_set(maps)
     return (x, y, np.concatenate(ps)) if patches else (x, y)
 
 
@@ -89,11 +75,10 @@ def class_weight_candidates(classes: list[str], grid: dict[str, tuple] = CLASS_W
     return [np.array(w, float) for w in itertools.product(*axes)]
 
 
-def counts_by_class_weights(clf: NucleusClassifier, tiles, candidates: list[np.ndarray],
-                            segment: Callable | None = None) -> list[list[TypeCounts]]:
-    """``[tile][candidate]`` HoVer-Net counts of ``clf`` with each candidate as its class
-    weights, on the true nuclei of ``tiles`` or on those of ``segment(image) -> labels``
-    (each tile classified once)."""
+def rule_inputs(clf: NucleusClassifier, tiles, segment: Callable | None = None) -> list[tuple]:
+    """Per tile, what a decision rule sees and is scored against: ``(probabilities, predicted
+    centres, true centres, true types)`` of ``clf`` with its own rules off, on the true nuclei
+    of ``tiles`` or on those of ``segment(image) -> labels`` (each tile classified once)."""
     from ..evaluation.classification import centroids
 
     saved, clf.class_weights = clf.class_weights, None
@@ -105,12 +90,32 @@ def counts_by_class_weights(clf: NucleusClassifier, tiles, candidates: list[np.n
             _, proba = clf.predict_proba(image, labels)
             tid, tc = centroids(truth)
             _, pc = centroids(labels)  # the same ids, in the same order, as predict_proba's
-            tt = np.array([types.get(int(i), 0) for i in tid], int)
-            out.append([TypeCounts().add(tc, tt, pc, (proba * w).argmax(1) + 1)
-                        for w in candidates])
+            out.append((proba, pc, tc, np.array([types.get(int(i), 0) for i in tid], int)))
         return out
     finally:
         clf.class_weights = saved
+
+
+def counts_by_rule(inputs: list[tuple], rules: list[Callable]) -> list[list[TypeCounts]]:
+    """``[tile][rule]`` HoVer-Net counts; ``rule(probabilities, centres) -> class indices``,
+    ``inputs`` from :func:`rule_inputs`."""
+    return [[TypeCounts().add(tc, tt, pc, rule(proba, pc) + 1) for rule in rules]
+            for proba, pc, tc, tt in inputs]
+
+
+def class_weight_rule(weights: np.ndarray) -> Callable:
+    """The decision of a classifier with these class weights."""
+    def rule(proba: np.ndarray, centres: np.ndarray) -> np.ndarray:
+        return (proba * weights).argmax(1)
+    return rule
+
+
+def counts_by_class_weights(clf: NucleusClassifier, tiles, candidates: list[np.ndarray],
+                            segment: Callable | None = None) -> list[list[TypeCounts]]:
+    """``[tile][candidate]`` HoVer-Net counts of ``clf`` with each candidate as its class
+    weights (see :func:`rule_inputs`)."""
+    return counts_by_rule(rule_inputs(clf, tiles, segment),
+                          [class_weight_rule(w) for w in candidates])
 
 
 def pooled_type_scores(parts: list[TypeCounts]) -> dict[str, Any]:
@@ -120,14 +125,79 @@ def pooled_type_scores(parts: list[TypeCounts]) -> dict[str, Any]:
     return {**scores, "mean_f_c": _mean_f_c(scores)}
 
 
-def best_class_weights(counts: list[list[TypeCounts]], tiles: list[int]) -> int:
-    """The candidate index with the best pooled mean F_c over the given tile indices."""
+def best_rule(counts: list[list[TypeCounts]], tiles: list[int]) -> int:
+    """The rule index with the best pooled mean F_c over the given tile indices (the first
+    of equals)."""
     return max(range(len(counts[0])),
                key=lambda c: pooled_type_scores([counts[k][c] for k in tiles])["mean_f_c"])
 
 
+def choose_stages(clf: NucleusClassifier, context: Forest | None, tiles,
+                  segment: Callable | None, weights: tuple[float, ...], on: str,
+                  log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Set ``clf``'s patch-net weight (from ``weights``) and whether its ``context`` forest
+    runs: the best pooled mean F_c on ``tiles`` (the validation tiles). Returns the
+    validation record (the chosen setting's scores under ``on``)."""
+    by: dict[tuple[bool, float], dict[str, Any]] = {}
+    for use in (False, True) if context is not None else (False,):
+        clf.context_forest = context if use else None
+        clf.context_sigmas = NEIGHBOUR_SIGMAS if use else ()
+        for w, scores in evaluate_classifier(clf, tiles, segment, weights=weights).items():
+            by[(use, w)] = scores
+            log(f"validation, {on}, context forest {'on' if use else 'off'}, patch-net "
+                f"weight {w}: {scores}")
+    use, w = max(by, key=lambda k: _mean_f_c(by[k]))
+    clf.patch_weight = w
+    clf.context_forest = context if use else None
+    clf.context_sigmas = NEIGHBOUR_SIGMAS if use else ()
+    if w == 0.0:
+        clf.patch_net = None
+    record = {on: by[(use, w)],
+              "by_patch_weight": {str(k[1]): v for k, v in by.items() if k[0] == use}}
+    if context is not None:
+        record["context_forest"] = {"used": use, "without": by[(False, w)],
+                                    "with": by[(True, w)]}
+    log(f"chosen: context forest {'on' if use else 'off'}, patch-net weight {w}; "
+        f"validation: {record[on]}")
+    return record
+
+
+def choose_rules(clf: NucleusClassifier, inputs: list[tuple], validation: dict[str, Any],
+                 on: str, log: Callable[[str], None] = print) -> None:
+    """Set ``clf``'s class weights: the :data:`CLASS_WEIGHT_GRID` candidate with the best
+    pooled mean F_c on ``inputs`` (:func:`rule_inputs` of the validation tiles); record them
+    and their scores in ``validation`` (``validation[on]``)."""
+    names = {k + 1: n for k, n in enumerate(CONSEP_CLASSES)}
+    candidates = class_weight_candidates(CONSEP_CLASSES)
+    counts = counts_by_rule(inputs, [class_weight_rule(w) for w in candidates])
+    best = best_rule(counts, list(range(len(inputs))))
+    chosen = candidates[best]
+    if not (chosen == 1).all():
+        clf.class_weights = chosen.tolist()
+        validation["class_weights"] = {"chosen": clf.class_weights,
+                                       "grid": {c: list(v) for c, v in CLASS_WEIGHT_GRID.items()}}
+    # the chosen candidate's counts are its validation scores: no second pass over the tiles
+    validation[on] = _named(sum((c[best] for c in counts), TypeCounts()).scores(names))
+    log(f"class weights {clf.class_weights}; validation: {validation[on]}")
+
+
+def describe(clf: NucleusClassifier) -> str:
+    """The card's one-line description of a CoNSeP classifier."""
+    return ("CoNSeP nucleus types (other, inflammatory, epithelial, spindle): a random forest "
+            "over per-nucleus shape, colour and context features" +
+            ("; a second forest classifies again from them, the first forest's probabilities "
+             "and the neighbours'" if clf.context_forest is not None else "") +
+            (f"; averaged with a patch CNN (weight {clf.patch_weight})"
+             if clf.patch_net is not None else "") +
+            (f"; class probabilities weighted {clf.class_weights}"
+             if clf.class_weights is not None else "") +
+            " (stages and weights chosen on the validation tiles)")
+
+
 def _mean_f_c(scores: dict[str, Any]) -> float:
-    return float(np.mean([scores[f"f_{c}"] for c in CONSEP_CLASSES]))
+    """Mean F_c over the classes present (a class neither true nor predicted has no F_c)."""
+    f = [scores[f"f_{c}"] for c in CONSEP_CLASSES]
+    return float(np.nanmean(f)) if not np.isnan(f).all() else 0.0
 
 
 def _named(scores: dict[str, Any]) -> dict[str, Any]:
@@ -159,11 +229,15 @@ def train_consep_classifier(
     seg = Segmenter.load(segmentation_model, precision="float32") if segmentation_model \
         else None
     segment = (lambda im: run(seg.segment(im))) if seg is not None else None
-    x, y, patches = tile_features(fit, segment, patches=True)
+    maps, patch_list = describe_tiles(fit, segment, patches=True)
+    x, y = training_set(maps)
+    patches = np.concatenate(patch_list)
     log(f"features of {len(y)} nuclei from {len(fit)} fit tiles ({time.perf_counter() - t0:.0f}s)")
     t1 = time.perf_counter()
     clf = NucleusClassifier.fit(x, y, CONSEP_CLASSES, CONSEP_COLORS, trees=trees, seed=seed,
                                 class_weight=None)
+    context = fit_context_forest(maps, len(CONSEP_CLASSES), trees, seed, log=log)
+    clf.card["context_forest"] = CONTEXT_TRAINING | {"trees": trees, "seed": seed}
     fit_s = time.perf_counter() - t1
     patch_s = 0.0
     if patch_epochs > 0:
@@ -175,36 +249,12 @@ def train_consep_classifier(
         patch_s = time.perf_counter() - t1
     weights = (0.0, 0.25, 0.5, 0.75, 1.0) if clf.patch_net is not None else (0.0,)
     on = f"{segmentation_model}_nuclei" if segment is not None else "true_nuclei"
-    by_weight = evaluate_classifier(clf, val, segment, weights=weights)
-    for w, scores in by_weight.items():
-        log(f"validation, {on}, patch-net weight {w}: {scores}")
-    clf.patch_weight = max(weights, key=lambda w: _mean_f_c(by_weight[w]))
-    if clf.patch_weight == 0.0:
-        clf.patch_net = None
-    validation = {on: by_weight[clf.patch_weight],
-                  "by_patch_weight": {str(w): v for w, v in by_weight.items()}}
-    log(f"chosen patch-net weight {clf.patch_weight}; validation: {validation[on]}")
-    candidates = class_weight_candidates(CONSEP_CLASSES)
-    counts = counts_by_class_weights(clf, val, candidates, segment)
-    best = best_class_weights(counts, list(range(len(val))))
-    chosen = candidates[best]
-    if not (chosen == 1).all():
-        clf.class_weights = chosen.tolist()
-        # the chosen candidate's counts are its validation scores: no second pass
-        names = {k + 1: n for k, n in enumerate(CONSEP_CLASSES)}
-        validation[on] = _named(sum((c[best] for c in counts), TypeCounts()).scores(names))
-        validation["class_weights"] = {"chosen": clf.class_weights,
-                                       "grid": {c: list(v) for c, v in CLASS_WEIGHT_GRID.items()}}
-        log(f"class weights {clf.class_weights}; validation: {validation[on]}")
+    validation = choose_stages(clf, context, val, segment, weights, on, log)
+    choose_rules(clf, rule_inputs(clf, val, segment), validation, on, log)
     if segment is not None:
         validation["true_nuclei"] = evaluate_classifier(clf, val)
     clf.card.update({
-        "description": "CoNSeP nucleus types (other, inflammatory, epithelial, spindle): a "
-                       "random forest over per-nucleus shape, colour and context features" +
-                       (f", averaged with a patch CNN (weight {clf.patch_weight})"
-                        if clf.patch_net is not None else "") +
-                       (f"; class probabilities weighted {clf.class_weights}"
-                        if clf.class_weights is not None else ""),
+        "description": describe(clf),
         "training": {**clf.card.get("training", {}),
                      "data": "CoNSeP training set, fit tiles: true nuclei and types, and "
                              f"the {segmentation_model} model's nuclei paired to them "
