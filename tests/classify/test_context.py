@@ -27,6 +27,9 @@ def test_centres_match_the_evaluation_centroids():
         labels[r:r + rng.integers(2, 10), c:c + rng.integers(2, 10)] = k * 7  # sparse ids
     ids, ref = centroids(labels)
     np.testing.assert_allclose(nucleus_centres(labels, ids), ref, atol=1e-9)
+    sparse = np.where(labels > 0, labels.astype(np.int64) * 10**9, 0)  # a slide's global ids
+    np.testing.assert_allclose(nucleus_centres(sparse, ids.astype(np.int64) * 10**9), ref,
+                               atol=1e-9)
 
 
 def test_neighbour_means_by_hand():

@@ -211,6 +211,10 @@ class ClassifyWidget(Panel):
             proba = None
             if self._clf.runs_without_keras:  # its patch net runs from its OpenVINO file
                 proba = self._clf.predict_proba(image, labels, (ids, feats))[1]
+            else:  # the forests (the context forest needs the centres)
+                from ..classify.context import nucleus_centres
+
+                proba = self._clf.predict_features(feats, nucleus_centres(labels, ids))[1]
             self._show(ids, feats, proba)
             # a patch net with no OpenVINO file needs TensorFlow, which must not load beside
             # napari's OpenGL: the panel then applies the forest part

@@ -19,7 +19,12 @@ NEIGHBOUR_SIGMAS = (15.0, 30.0, 60.0)
 
 
 def nucleus_centres(labels: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """``(N, 2)`` row/col centroids of the nuclei ``ids`` of ``labels``."""
+    """``(N, 2)`` row/col centroids of the nuclei ``ids`` of ``labels`` (sparse ids too)."""
+    from ..io.labels import compact_ids
+
+    labels, original = compact_ids(labels)
+    if original is not None:
+        ids = np.searchsorted(original, ids)
     flat = labels.ravel()
     where = np.flatnonzero(flat)
     lab = flat[where].astype(np.int64, copy=False)

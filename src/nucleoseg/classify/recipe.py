@@ -3,9 +3,10 @@ segmentation model's nuclei paired to them (centroid <= 12 px, the true type), s
 both the annotators' outlines and the ones it will be given; chosen and reported on the
 validation tiles (true nuclei, and the model's nuclei paired as the metric does). Adding the
 model's nuclei raised validation accuracy on them from 0.727 to 0.742 and F_inflammatory from
-0.339 to 0.386 (unet_lite's nuclei added, shipped MoNuSeg-only UNet evaluated). Class
-weights on the probabilities (:data:`CLASS_WEIGHT_GRID`) are chosen last, on the same
-validation nuclei. The test tiles are never read here.
+0.339 to 0.386 (unet_lite's nuclei added, shipped MoNuSeg-only UNet evaluated). A context
+forest (:mod:`~nucleoseg.classify.stacking`) is fitted on the fit tiles beside the first one;
+whether it runs and the patch net's weight are chosen on the validation nuclei, then the class
+weights on the probabilities (:data:`CLASS_WEIGHT_GRID`). The test tiles are never read here.
 """
 
 from __future__ import annotations
