@@ -5,8 +5,8 @@
 tiles say so, then re-chooses the class weights. This runs those steps on a classifier
 trained before they existed, so its first forest and patch net (25 CPU epochs) stay as they
 are: the context forest gets the first forest's settings from the card and is fitted on the
-fit tiles (the card's segmentation model's nuclei too); the patch-net weight stays. The
-classifier is written back (atomically, card included; the old validation numbers kept under
+fit tiles (the card's segmentation model's nuclei too); the patch-net weight is chosen again
+with it (``recipe.PATCH_WEIGHTS``), then the class weights. The classifier is written back (atomically, card included; the old validation numbers kept under
 ``validation_before_context``). The test tiles are never read.
 
     NUCLEOSEG_WRITE_SHIPPED=1 python scripts/classifier_context.py consep_types [--model unet]
@@ -18,6 +18,7 @@ from nucleoseg.classify.classifier import NucleusClassifier, resolve_classifier_
 from nucleoseg.classify.recipe import (
     CONSEP_CLASSES,
     CONTEXT_TRAINING,
+    PATCH_WEIGHTS,
     choose_rules,
     choose_stages,
     describe,
@@ -54,7 +55,8 @@ def main() -> None:
     val = list_tiles("val", args.data)
     on = f"{args.model}_nuclei"
     clf.class_weights = None
-    validation = choose_stages(clf, context, val, segment, (clf.patch_weight,), on)
+    weights = PATCH_WEIGHTS if clf.patch_net is not None else (0.0,)
+    validation = choose_stages(clf, context, val, segment, weights, on)
     choose_rules(clf, rule_inputs(clf, val, segment), validation, on)
     validation["true_nuclei"] = evaluate_classifier(clf, val)
     if clf.context_forest is not None:

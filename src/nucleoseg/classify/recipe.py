@@ -35,6 +35,8 @@ CONSEP_COLORS = ["#ffd400", "#00c8ff", "#ff3030", "#30ff60"]
 #: nuclei. Weighting inflammatory too overfitted the five validation tiles
 #: (``benchmarks/type_priors.py``).
 CLASS_WEIGHT_GRID = {"other": (1, 2, 4, 8, 16, 32), "spindle": (0.5, 0.75, 1, 1.5, 2, 3, 4)}
+#: Weights of the patch net against the forests tried on the validation tiles.
+PATCH_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 #: What the card says of how the context forest was trained.
 CONTEXT_TRAINING = {"folds": 5, "training": "the first forest's settings; out-of-fold "
                     "probabilities from 5 folds of the fit tiles (tile k in fold k % 5)"}
@@ -248,7 +250,7 @@ def train_consep_classifier(
         clf.patch_net = train_patch_net(patches, y, len(CONSEP_CLASSES), epochs=patch_epochs,
                                         seed=seed, log=log)
         patch_s = time.perf_counter() - t1
-    weights = (0.0, 0.25, 0.5, 0.75, 1.0) if clf.patch_net is not None else (0.0,)
+    weights = PATCH_WEIGHTS if clf.patch_net is not None else (0.0,)
     on = f"{segmentation_model}_nuclei" if segment is not None else "true_nuclei"
     validation = choose_stages(clf, context, val, segment, weights, on, log)
     choose_rules(clf, rule_inputs(clf, val, segment), validation, on, log)
