@@ -29,6 +29,21 @@ SIGMAS = (15.0, 25.0, 40.0, 60.0)
 LAMBDAS = (0.0, 0.2, 0.35, 0.5, 0.65)
 
 
+def smooth_over_neighbours(proba: np.ndarray, centres: np.ndarray, sigma: float,
+                           lam: float) -> np.ndarray:
+    """``(1 - lam) p_i + lam * (Gaussian-weighted mean of the other nuclei's p)``; a nucleus
+    without neighbours within ``3 * sigma`` keeps ``p_i``."""
+    from nucleoseg.classify.context import neighbour_means
+
+    if lam == 0:
+        return proba
+    mean = neighbour_means(proba, centres, (sigma,))
+    has = mean.sum(axis=1) > 0
+    out = proba.copy()
+    out[has] = (1 - lam) * proba[has] + lam * mean[has]
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="unet")
@@ -39,7 +54,6 @@ def main() -> None:
     args = ap.parse_args()
 
     from nucleoseg.classify.classifier import NucleusClassifier
-    from nucleoseg.classify.context import smooth_over_neighbours
     from nucleoseg.classify.recipe import CONSEP_CLASSES, pooled_type_scores
     from nucleoseg.evaluation.classification import TypeCounts, centroids
     from nucleoseg.inference.predict import run
@@ -48,7 +62,7 @@ def main() -> None:
 
     seg = Segmenter.load(args.model)
     clf = NucleusClassifier.load(args.classifier)
-    clf.neighbour_context = None  # measured here; its class weights stay
+    clf.context_forest = None  # the first forest + patch net, as when this was measured
     tiles = list_tiles("val", args.data)
     settings = list(itertools.product([float(v) for v in args.sigmas.split(",")],
                                       [float(v) for v in args.lambdas.split(",")]))

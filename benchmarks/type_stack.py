@@ -9,8 +9,8 @@ chosen on them, so no leave-one-out is needed):
 2. stage 2 = a forest on [features, own stage-1 probabilities, Gaussian-weighted mean of the
    other nuclei's stage-1 probabilities at sigma 15, 30, 60 px].
 
-On the validation tiles, stage 1 is the shipped forest. Both pipelines then average with the
-shipped patch net (its weight) and apply the shipped class weights; the table also shows
+On the validation tiles, stage 1 is the shipped first forest. Both pipelines then average
+with the shipped patch net (its weight) and apply the shipped class weights; the table also shows
 class weights re-chosen for each pipeline on the validation tiles (in-sample, both alike).
 The test tiles are never read.
 
@@ -138,7 +138,7 @@ def main() -> None:
     w_patch = clf.patch_weight
     shipped_weights = np.asarray(clf.class_weights or [1.0] * 4)
     clf.class_weights = None
-    clf.neighbour_context = None
+    clf.context_forest = None  # the benchmark builds its own second stage
     probs = {"shipped": [], "stacked": []}
     truths = []
     for t in val:
