@@ -222,8 +222,10 @@ def build_parser() -> argparse.ArgumentParser:
     f.set_defaults(func=cli_train.cmd_finetune)
 
     c = sub.add_parser("train-classifier",
-                       help="train the CoNSeP nucleus type classifier (fit tiles; validation "
-                            "tiles for the card)")
+                       help="train the CoNSeP nucleus type classifier: a forest, a context "
+                            "forest on its out-of-fold probabilities and the neighbours', a "
+                            "patch CNN (fit tiles; what runs and the weights chosen on the "
+                            "validation tiles)")
     c.add_argument("--data", help="data root holding consep/ (default $NUCLEOSEG_DATA or "
                                   "../shared/data)")
     c.add_argument("--out", help="folder (default: the user classifier folder)")
