@@ -7,14 +7,14 @@ chosen on them, so no leave-one-out is needed):
    features; its out-of-fold probabilities on the fit tiles come from 5 folds grouped by
    tile, over the true nuclei and the model's nuclei as the recipe uses them;
 2. stage 2 = a forest on [features, own stage-1 probabilities, Gaussian-weighted mean of the
-   other nuclei's stage-1 probabilities at sigma 15, 30, 60 px].
+   other nuclei's stage-1 probabilities at sigma 15, 30, 60 px (``--sigmas``)].
 
 On the validation tiles, stage 1 is the shipped first forest. Both pipelines then average
 with the shipped patch net (its weight) and apply the shipped class weights; the table also shows
 class weights re-chosen for each pipeline on the validation tiles (in-sample, both alike).
 The test tiles are never read.
 
-    python benchmarks/type_stack.py [--model unet]
+    python benchmarks/type_stack.py [--model unet] [--sigmas 15,30,60] [--trees 100]
 """
 
 from __future__ import annotations
@@ -26,31 +26,6 @@ import time
 import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-SIGMAS = (15.0, 30.0, 60.0)
-
-
-def neighbour_means(proba: np.ndarray, centres: np.ndarray) -> np.ndarray:
-    """``(N, C * len(SIGMAS))``: per sigma, the Gaussian-weighted mean of the other nuclei's
-    probabilities (0 where a nucleus has no neighbour within 3 sigma)."""
-    from scipy.spatial import cKDTree
-
-    out = []
-    tree = cKDTree(centres)
-    for s in SIGMAS:
-        pairs = tree.query_pairs(3 * s, output_type="ndarray")
-        n = len(proba)
-        acc = np.zeros(proba.shape)
-        norm = np.zeros(n)
-        if len(pairs):
-            a, b = pairs[:, 0], pairs[:, 1]
-            g = np.exp(-((centres[a] - centres[b]) ** 2).sum(1) / (2 * s * s))
-            np.add.at(acc, a, g[:, None] * proba[b])
-            np.add.at(acc, b, g[:, None] * proba[a])
-            norm = np.bincount(a, g, n) + np.bincount(b, g, n)
-        out.append(acc / np.maximum(norm, 1e-12)[:, None])
-    return np.concatenate(out, axis=1)
-
 
 def describe_tile(image, truth, types, pred):
     """Per nucleus set (true, predicted): features, centres, and for the predicted set the
@@ -72,7 +47,14 @@ def main() -> None:
     ap.add_argument("--model", default="unet")
     ap.add_argument("--data", default=None)
     ap.add_argument("--trees", type=int, default=100)
+    ap.add_argument("--sigmas", default="15,30,60", help="neighbourhood scales, px")
     args = ap.parse_args()
+    sigmas = tuple(float(v) for v in args.sigmas.split(","))
+
+    def neighbour_means(proba, centres):
+        from nucleoseg.classify.context import neighbour_means as means
+
+        return means(proba, centres, sigmas)
 
     from sklearn.ensemble import RandomForestClassifier
 
