@@ -178,7 +178,7 @@ class NucleusClassifier:
 
             if self._runner is None:
                 self._runner = self._patch_runner()
-            cnn = self._runner(nucleus_patches(image, labels, ids))
+            cnn = self._runner(nucleus_patches(image, labels, ids, centres))
             proba = (1 - self.patch_weight) * proba + self.patch_weight * cnn
         proba = self._weighted(proba)
         return (ids if original is None else original[ids]), proba
