@@ -116,6 +116,13 @@ def test_context_forest_applies_round_trips_and_bad_files_are_refused(tmp_path):
     card_path.write_text(json.dumps({**card, "context_forest": {"sigmas_px": [15.0]}}))
     with pytest.raises(ClassifierError, match="inputs"):
         NucleusClassifier.load(tmp_path / "ctx.npz")
+    # a card that names a context forest the file does not hold
+    plain_path = NucleusClassifier.fit(f, y, ["a", "b"], trees=3).save(tmp_path, "plain")
+    plain_card = json.loads(plain_path.with_suffix(".json").read_text())
+    plain_path.with_suffix(".json").write_text(json.dumps(
+        {**plain_card, "context_forest": {"sigmas_px": [15.0]}}))
+    with pytest.raises(ClassifierError, match="lacks forest arrays"):
+        NucleusClassifier.load(plain_path)
     # a card without the entry: the arrays are ignored, the first forest alone runs
     card_path.write_text(json.dumps({k: v for k, v in card.items() if k != "context_forest"}))
     np.testing.assert_allclose(NucleusClassifier.load(tmp_path / "ctx.npz").predict_proba(

@@ -308,6 +308,9 @@ class NucleusClassifier:
             weights = read_class_weights(card, len(classes))
             sigmas = read_sigmas(card) if card.get("context_forest") is not None else ()
             with np.load(path, allow_pickle=False) as z:
+                if not set(keys) <= set(z.files) or \
+                        (sigmas and not {f"context_{k}" for k in keys} <= set(z.files)):
+                    raise ValueError("the file lacks forest arrays its card names")
                 forest = Forest(*(z[k] for k in keys))
                 context = Forest(*(z[f"context_{k}"] for k in keys)) if sigmas else None
             if len(colors) != len(classes):
