@@ -1,7 +1,8 @@
 """Would a second forest that sees the neighbours' predicted classes classify better?
 
 Stacking, trained on the CoNSeP fit tiles only and scored on the validation tiles (nothing is
-chosen on them, so no leave-one-out is needed):
+chosen on them, so no leave-one-out is needed), with the library's pieces
+(:func:`nucleoseg.classify.stacking.fit_context_forest`):
 
 1. stage 1 = the shipped classifier's forest setting (100 trees, depth 16) on the per-nucleus
    features; its out-of-fold probabilities on the fit tiles come from 5 folds grouped by
@@ -27,21 +28,6 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-def describe_tile(image, truth, types, pred):
-    """Per nucleus set (true, predicted): features, centres, and for the predicted set the
-    index of each paired nucleus with its true class."""
-    from nucleoseg.classify.features import nucleus_features
-    from nucleoseg.evaluation.classification import centroids, pair_centroids
-
-    tid, tf = nucleus_features(image, truth)
-    _, tc = centroids(truth)
-    ty = np.array([types.get(int(i), 1) - 1 for i in tid], int)
-    pid, pf = nucleus_features(image, pred)
-    _, pc = centroids(pred)
-    pairs = pair_centroids(tc, pc)
-    return {"true": (tid, tf, tc, ty), "pred": (pid, pf, pc, pairs)}
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="unet")
@@ -51,20 +37,15 @@ def main() -> None:
     args = ap.parse_args()
     sigmas = tuple(float(v) for v in args.sigmas.split(","))
 
-    def neighbour_means(proba, centres):
-        from nucleoseg.classify.context import neighbour_means as means
-
-        return means(proba, centres, sigmas)
-
-    from sklearn.ensemble import RandomForestClassifier
-
     from nucleoseg.classify.classifier import NucleusClassifier
+    from nucleoseg.classify.context import context_inputs
     from nucleoseg.classify.features import nucleus_features
     from nucleoseg.classify.recipe import (
         CONSEP_CLASSES,
         class_weight_candidates,
         pooled_type_scores,
     )
+    from nucleoseg.classify.stacking import describe_tiles, fit_context_forest
     from nucleoseg.evaluation.classification import TypeCounts, centroids
     from nucleoseg.inference.predict import run
     from nucleoseg.inference.segment import Segmenter
@@ -74,48 +55,12 @@ def main() -> None:
     seg = Segmenter.load(args.model, precision="float32")
     clf = NucleusClassifier.load("consep_types")
     fit, val = list_tiles("fit", args.data), list_tiles("val", args.data)
-    tiles = []
-    for t in fit:
-        image, truth = t.image(), t.labels()
-        tiles.append(describe_tile(image, truth, t.types(), run(seg.segment(image))))
+    maps, _ = describe_tiles(fit, lambda im: run(seg.segment(im)))
     print(f"fit tiles described ({time.perf_counter() - t0:.0f}s)", flush=True)
-
-    def rows(k, proba_true, proba_pred):
-        """Stage-1 training rows of tile k (true nuclei + paired predicted ones)."""
-        tid, tf, tc, ty = tiles[k]["true"]
-        pid, pf, pc, pairs = tiles[k]["pred"]
-        x = np.concatenate([tf, pf[pairs[:, 1]]])
-        y = np.concatenate([ty, ty[pairs[:, 0]]])
-        if proba_true is None:
-            return x, y
-        z = np.concatenate([
-            np.hstack([tf, proba_true, neighbour_means(proba_true, tc)]),
-            np.hstack([pf, proba_pred, neighbour_means(proba_pred, pc)])[pairs[:, 1]]])
-        return z, y
-
-    def forest(x, y, seed=0):
-        return RandomForestClassifier(n_estimators=args.trees, max_depth=16, min_samples_leaf=2,
-                                      max_features="sqrt", random_state=seed,
-                                      n_jobs=2).fit(x, y)
-
-    def full_proba(model, x, n_classes=4):
-        out = np.zeros((len(x), n_classes))
-        out[:, model.classes_] = model.predict_proba(x)
-        return out
-
-    folds = np.arange(len(tiles)) % 5
-    oof = [None] * len(tiles)
-    for f in range(5):
-        train = [k for k in range(len(tiles)) if folds[k] != f]
-        x, y = map(np.concatenate, zip(*(rows(k, None, None) for k in train), strict=True))
-        m = forest(x, y)
-        for k in range(len(tiles)):
-            if folds[k] == f:
-                oof[k] = (full_proba(m, tiles[k]["true"][1]), full_proba(m, tiles[k]["pred"][1]))
-    z, y = map(np.concatenate, zip(*(rows(k, *oof[k]) for k in range(len(tiles))),
-                                   strict=True))
-    stage2 = forest(z, y)
-    print(f"stage 2 trained on {len(y)} nuclei ({time.perf_counter() - t0:.0f}s)", flush=True)
+    stage2 = fit_context_forest(maps, len(CONSEP_CLASSES), args.trees, sigmas=sigmas,
+                                log=lambda m: None)
+    print(f"stage 2 trained on {sum(m.rows.size for m in maps)} nuclei "
+          f"({time.perf_counter() - t0:.0f}s)", flush=True)
 
     w_patch = clf.patch_weight
     shipped_weights = np.asarray(clf.class_weights or [1.0] * 4)
@@ -132,7 +77,7 @@ def main() -> None:
         patch = clf.predict_proba(image, pred, (ids, feats))[1]
         clf.patch_weight = w_patch
         _, pc = centroids(pred)
-        p2 = full_proba(stage2, np.hstack([feats, p1, neighbour_means(p1, pc)]))
+        p2 = stage2.predict_proba(context_inputs(feats, p1, pc, sigmas))
         probs["shipped"].append((1 - w_patch) * p1 + w_patch * patch)
         probs["stacked"].append((1 - w_patch) * p2 + w_patch * patch)
         tid, tc = centroids(truth)

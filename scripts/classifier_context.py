@@ -6,8 +6,9 @@ tiles say so, then re-chooses the class weights. This runs those steps on a clas
 trained before they existed, so its first forest and patch net (25 CPU epochs) stay as they
 are: the context forest gets the first forest's settings from the card and is fitted on the
 fit tiles (the card's segmentation model's nuclei too); the patch-net weight is chosen again
-with it (``recipe.PATCH_WEIGHTS``), then the class weights. The classifier is written back (atomically, card included; the old validation numbers kept under
-``validation_before_context``). The test tiles are never read.
+with it (``recipe.PATCH_WEIGHTS``), then the class weights (``recipe.choose_on_validation``,
+as the recipe does). The classifier is written back (atomically, card included; the old
+validation numbers kept under ``validation_before_context``). The test tiles are never read.
 
     NUCLEOSEG_WRITE_SHIPPED=1 python scripts/classifier_context.py consep_types [--model unet]
 """
@@ -15,16 +16,7 @@ with it (``recipe.PATCH_WEIGHTS``), then the class weights. The classifier is wr
 import argparse
 
 from nucleoseg.classify.classifier import NucleusClassifier, resolve_classifier_path
-from nucleoseg.classify.recipe import (
-    CONSEP_CLASSES,
-    CONTEXT_TRAINING,
-    PATCH_WEIGHTS,
-    choose_rules,
-    choose_stages,
-    describe,
-    evaluate_classifier,
-    rule_inputs,
-)
+from nucleoseg.classify.recipe import CONSEP_CLASSES, choose_on_validation
 from nucleoseg.classify.stacking import describe_tiles, fit_context_forest
 from nucleoseg.inference.predict import run
 from nucleoseg.inference.segment import Segmenter
@@ -52,17 +44,10 @@ def main() -> None:
 
     maps, _ = describe_tiles(list_tiles("fit", args.data), segment)
     context = fit_context_forest(maps, len(CONSEP_CLASSES), trees, seed)
-    val = list_tiles("val", args.data)
     on = f"{args.model}_nuclei"
-    clf.class_weights = None
-    weights = PATCH_WEIGHTS if clf.patch_net is not None else (0.0,)
-    validation = choose_stages(clf, context, val, segment, weights, on)
-    choose_rules(clf, rule_inputs(clf, val, segment), validation, on)
-    validation["true_nuclei"] = evaluate_classifier(clf, val)
-    if clf.context_forest is not None:
-        clf.card["context_forest"] = CONTEXT_TRAINING | {"trees": trees, "seed": seed}
+    validation = choose_on_validation(clf, context, list_tiles("val", args.data), segment, on,
+                                      trees, seed)
     clf.card["validation"] = {**validation, "validation_before_context": before}
-    clf.card["description"] = describe(clf)
     clf.save(path.parent, path.stem)  # shipped: needs NUCLEOSEG_WRITE_SHIPPED=1
     back = NucleusClassifier.load(path)
     print(f"wrote {path}: context forest {'on' if back.context_forest else 'off'}, "

@@ -42,16 +42,6 @@ CONTEXT_TRAINING = {"folds": 5, "training": "the first forest's settings; out-of
                     "probabilities from 5 folds of the fit tiles (tile k in fold k % 5)"}
 
 
-def tile_features(tiles, segment: Callable | None = None, patches: bool = False):
-    """Features of every true nucleus of ``tiles`` and its class index (type - 1); with
-    ``segment(image) -> labels``, also of the predicted nuclei paired to a true one. With
-    ``patches``, also their :func:`~nucleoseg.classify.patch_net.nucleus_patches` (a third
-    array). See :func:`~nucleoseg.classify.stacking.describe_tiles`."""
-    maps, ps = describe_tiles(tiles, segment, patches)
-    x, y = training_set(maps)
-    return (x, y, np.concatenate(ps)) if patches else (x, y)
-
-
 def evaluate_classifier(clf: NucleusClassifier, tiles, segment: Callable | None = None,
                         weights: tuple[float, ...] | None = None) -> Any:
     """HoVer-Net metrics of ``clf`` on ``tiles``: on their true nuclei, or on the nuclei of
@@ -165,6 +155,26 @@ def choose_stages(clf: NucleusClassifier, context: Forest | None, tiles,
     return record
 
 
+def choose_on_validation(clf: NucleusClassifier, context: Forest | None, tiles,
+                         segment: Callable | None, on: str, trees: int, seed: int,
+                         log: Callable[[str], None] = print) -> dict[str, Any]:
+    """The recipe's choices on the validation ``tiles``, in order: whether the ``context``
+    forest runs with the patch-net weight (:func:`choose_stages`), then the class weights
+    (:func:`choose_rules`). Sets them on ``clf`` with its card's description and context
+    forest entry; returns the validation record (true nuclei too when ``on`` is a model's)."""
+    weights = PATCH_WEIGHTS if clf.patch_net is not None else (0.0,)
+    clf.class_weights = None
+    validation = choose_stages(clf, context, tiles, segment, weights, on, log)
+    choose_rules(clf, rule_inputs(clf, tiles, segment), validation, on, log)
+    if segment is not None:
+        validation["true_nuclei"] = evaluate_classifier(clf, tiles)
+    clf.card.pop("context_forest", None)
+    if clf.context_forest is not None:
+        clf.card["context_forest"] = CONTEXT_TRAINING | {"trees": trees, "seed": seed}
+    clf.card["description"] = describe(clf)
+    return validation
+
+
 def choose_rules(clf: NucleusClassifier, inputs: list[tuple], validation: dict[str, Any],
                  on: str, log: Callable[[str], None] = print) -> None:
     """Set ``clf``'s class weights: the :data:`CLASS_WEIGHT_GRID` candidate with the best
@@ -240,7 +250,6 @@ def train_consep_classifier(
     clf = NucleusClassifier.fit(x, y, CONSEP_CLASSES, CONSEP_COLORS, trees=trees, seed=seed,
                                 class_weight=None)
     context = fit_context_forest(maps, len(CONSEP_CLASSES), trees, seed, log=log)
-    clf.card["context_forest"] = CONTEXT_TRAINING | {"trees": trees, "seed": seed}
     fit_s = time.perf_counter() - t1
     patch_s = 0.0
     if patch_epochs > 0:
@@ -250,14 +259,9 @@ def train_consep_classifier(
         clf.patch_net = train_patch_net(patches, y, len(CONSEP_CLASSES), epochs=patch_epochs,
                                         seed=seed, log=log)
         patch_s = time.perf_counter() - t1
-    weights = PATCH_WEIGHTS if clf.patch_net is not None else (0.0,)
     on = f"{segmentation_model}_nuclei" if segment is not None else "true_nuclei"
-    validation = choose_stages(clf, context, val, segment, weights, on, log)
-    choose_rules(clf, rule_inputs(clf, val, segment), validation, on, log)
-    if segment is not None:
-        validation["true_nuclei"] = evaluate_classifier(clf, val)
+    validation = choose_on_validation(clf, context, val, segment, on, trees, seed, log)
     clf.card.update({
-        "description": describe(clf),
         "training": {**clf.card.get("training", {}),
                      "data": "CoNSeP training set, fit tiles: true nuclei and types, and "
                              f"the {segmentation_model} model's nuclei paired to them "
