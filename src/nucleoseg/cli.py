@@ -244,6 +244,11 @@ def build_parser() -> argparse.ArgumentParser:
     u = sub.add_parser("tune", help="re-select post-processing on the validation tiles")
     u.add_argument("model")
     u.add_argument("--data")
+    u.add_argument("--datasets", help="comma-separated data sets whose validation tiles are "
+                                      "used (default: those the model was trained on)")
+    u.add_argument("--markers-only", action="store_true",
+                   help="keep the card's thresholds and minimum size; choose only the marker "
+                        "rule")
     u.add_argument("--write", action="store_true", help="store the result in the model card")
     _add_backend(u)
     u.set_defaults(func=cli_train.cmd_tune)

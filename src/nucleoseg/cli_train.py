@@ -126,20 +126,53 @@ def cmd_train_classifier(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
+    from .evaluation.metrics import Counts, counts
+    from .inference.postprocess import probabilities_to_labels
     from .inference.predict import run
     from .inference.segment import Segmenter
+    from .io.datasets import parse_datasets
     from .models.weights import resolve_model_path, write_card
-    from .training.recipe import load_split, select_postprocess
+    from .training.recipe import data_sets_of, load_split, select_postprocess
 
     path = resolve_model_path(args.model)
     seg = Segmenter.load(str(path), precision="float32")  # card values independent of the CPU
-    _, images, labels = load_split("val", args.data)
+    datasets = (parse_datasets(args.datasets) if args.datasets
+                else seg.card.record.get("training", {}).get("datasets") or ["monuseg"])
+    names, images, labels = load_split("val", args.data, datasets)
     probs = [run(seg.probabilities(im)) for im in images]
-    best, scores, trials = select_postprocess(probs, labels)
-    print(f"validation: {best.to_dict()} -> AJI {scores['aji']:.4f} Dice {scores['dice']:.4f}")
+    groups = data_sets_of(names) if len(datasets) > 1 else None
+    best, scores, trials = select_postprocess(
+        probs, labels, groups=groups, start=seg.params if args.markers_only else None)
+
+    def by_data_set(params) -> dict[str, dict[str, float]]:
+        totals: dict[str, Counts] = {}
+        for g, pr, lab in zip(groups or [datasets[0]] * len(probs), probs, labels,
+                              strict=True):
+            totals[g] = totals.get(g, Counts()) + counts(probabilities_to_labels(pr, params),
+                                                         lab)
+        return {g: {k: round(v, 4) for k, v in c.scores().items()} for g, c in totals.items()}
+
+    after = by_data_set(best)
+    before = by_data_set(seg.params) if args.markers_only else None
+    print(f"validation ({', '.join(datasets)}): {best.to_dict()} -> AJI {scores['aji']:.4f} "
+          f"Dice {scores['dice']:.4f}")
+    for ds, s in after.items():
+        was = f" (card: Dice {before[ds]['dice']:.4f}, AJI {before[ds]['aji']:.4f})" \
+            if before else ""
+        print(f"  {ds}: Dice {s['dice']:.4f}, AJI {s['aji']:.4f}, precision "
+              f"{s['precision']:.4f}, recall {s['recall']:.4f}{was}")
     if args.write:
-        record = {**seg.card.record, "validation": {k: round(v, 4) for k, v in scores.items()},
-                  "postprocess_search": trials}
+        record = dict(seg.card.record)
+        if args.markers_only:
+            record["marker_search"] = trials
+            record["validation_before_marker_search"] = {
+                "postprocess": seg.params.to_dict(),
+                "validation": record.get("validation"),
+                "validation_by_dataset": record.get("validation_by_dataset")}
+        else:
+            record["postprocess_search"] = trials
+        record["validation"] = {k: round(v, 4) for k, v in scores.items()}
+        record["validation_by_dataset"] = after
         write_card(path, seg.card.replace(postprocess=best, record=record))
         print(f"updated {path.with_suffix('.json')}")
     return 0

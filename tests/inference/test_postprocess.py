@@ -166,3 +166,75 @@ def test_drop_small_and_relabel_is_a_size_filter_then_sequential_ids():
         np.testing.assert_array_equal(drop_small_and_relabel(labels, min_size), expected)
     assert drop_small_and_relabel(np.zeros((4, 4), np.int32), 5).max() == 0
     assert drop_small_and_relabel(np.zeros((0, 3), np.int32), 5).shape == (0, 3)
+
+
+def _two_touching_interiors(dip: float):
+    """Two discs whose interior probabilities meet at ``dip`` (above any usual threshold)
+    on the line between their centres."""
+    yy, xx = np.mgrid[:60, :70]
+    fg = np.zeros((60, 70), bool)
+    interior = np.zeros((60, 70), np.float32)
+    for c in (22, 46):
+        d = np.hypot(yy - 30, xx - c)
+        fg |= d <= 13
+        # 0.999 at the centre, ``dip`` where the discs meet (12 px away)
+        interior = np.maximum(interior, np.where(d <= 13, 0.999 - (0.999 - dip) * d / 12, 0))
+    probs = np.stack([fg.astype(np.float32), np.clip(interior, 0, 1)], -1)
+    return probs
+
+
+def test_dynamic_markers_split_interiors_that_meet_above_the_threshold():
+    probs = _two_touching_interiors(dip=0.95)
+    plain = PostprocessParams(threshold=0.5, interior_threshold=0.9, min_size=8)
+    assert probabilities_to_labels(probs, plain).max() == 1  # one cut: the pair merges
+    # logit(0.999) - logit(0.95) = 3.96: the dip is deep enough for h = 1.5 ...
+    dyn = plain.replace(interior_threshold=0.5, marker_dynamic=1.5, marker_sigma=1.0)
+    out = probabilities_to_labels(probs, dyn)
+    assert out.max() == 2
+    assert ((out > 0) == (probs[..., 0] > 0)).all()
+    assert out[30, 22] != out[30, 46]
+    # ... and too shallow for h = 5: one nucleus, as a bump inside one nucleus must stay
+    assert probabilities_to_labels(probs, dyn.replace(marker_dynamic=5.0)).max() == 1
+
+
+def test_dynamic_markers_hold_one_h_maximum_each():
+    """Reference: every marker holds exactly one component of skimage's h-maxima, and every
+    h-maxima component lies in one marker (random smooth fields, many maxima)."""
+    from scipy import ndimage as ndi
+    from skimage.morphology import h_maxima
+
+    from nucleoseg.inference.postprocess import dynamic_markers
+
+    rng = np.random.default_rng(3)
+    for h in (0.3, 1.0):
+        height = ndi.gaussian_filter(rng.normal(size=(160, 160)), 3).astype(np.float32) * 20
+        region = height > -1.0
+        markers = dynamic_markers(height, region, h)
+        assert ((markers > 0) == region).all()  # the markers cover the region
+        floor = height[region].min() - 1
+        ref, n_ref = ndi.label(h_maxima(np.where(region, height, floor), h) & region)
+        assert n_ref > 10
+        # one marker per h-maximum component, and one h-maximum per marker
+        marker_of = [np.unique(markers[ref == k]) for k in range(1, n_ref + 1)]
+        assert all(m.size == 1 for m in marker_of)
+        assert len({int(m[0]) for m in marker_of}) == n_ref == np.unique(markers[region]).size
+
+
+def test_select_postprocess_takes_the_dynamic_rule_only_where_it_helps():
+    from nucleoseg.training.recipe import select_postprocess
+
+    probs = _two_touching_interiors(dip=0.95)
+    truth = np.zeros(probs.shape[:2], np.int32)
+    truth[probs[..., 0] > 0] = 1
+    truth[:, 34:][probs[:, 34:, 0] > 0] = 2  # the two discs meet at column 34
+    card = PostprocessParams(threshold=0.5, interior_threshold=0.9, min_size=8)
+    best, scores, trials = select_postprocess([probs], [truth], start=card)
+    assert best.marker_dynamic > 0 and best.threshold == 0.5 and best.min_size == 8
+    assert scores["aji"] > 0.9 and len(trials) > 10
+    # the same pair read as one nucleus: the threshold rule stays
+    best, _, _ = select_postprocess([probs], [(truth > 0).astype(np.int32)], start=card)
+    assert best.marker_dynamic == 0 and best == card
+    # a rule that helps one data set but lowers another's AJI is refused
+    best, _, _ = select_postprocess([probs, probs], [truth, (truth > 0).astype(np.int32)],
+                                    groups=["a", "b"], start=card)
+    assert best.marker_dynamic == 0

@@ -76,7 +76,7 @@ def test_cli_flags_and_widget_fields_come_from_the_fields():
     flags = {a.dest for a in parser._actions} - {"help"}
     # users set tiling and post-processing; network properties get no flag
     assert flags == {"tile", "halo", "batch_size", "threshold", "interior_threshold",
-                     "min_size"}
+                     "min_size", "marker_dynamic"}
     args = parser.parse_args(["--tile", "512", "--threshold", "0.3"])
     values = setting_values(args, InferenceSettings, PostprocessParams)
     assert values["tile"] == 512 and values["threshold"] == 0.3 and values["halo"] is None

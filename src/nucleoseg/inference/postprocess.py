@@ -5,6 +5,12 @@ two pixels, so touching nuclei have separate interiors). Interiors above
 ``interior_threshold`` become watershed markers, flooded over ``-interior`` inside the
 nucleus mask (``nucleus >= threshold``). Foreground pieces that got no marker keep their
 own id; objects smaller than ``min_size`` pixels are dropped; holes are filled.
+
+With ``marker_dynamic`` h > 0 the markers come from the *shape* of the interior instead of
+one cut through it (:func:`dynamic_markers`): every maximum of the smoothed interior logit
+that rises at least h above the pass to a higher one seeds its own nucleus, so two touching
+nuclei whose interiors meet above ``interior_threshold`` are still told apart by the dip
+between them, while the small bumps inside one nucleus are not.
 """
 
 from __future__ import annotations
@@ -139,7 +145,12 @@ def probabilities_to_labels(
     else:
         interior = ndi.distance_transform_edt(fg)  # markers from the distance to background
         seeds = interior >= 2.5
-    markers, n = ndi.label(seeds)
+    if p.marker_dynamic > 0 and probs.shape[-1] > 1:
+        markers = dynamic_markers(interior_logit(interior, p.marker_sigma), seeds,
+                                  p.marker_dynamic)
+        n = 0  # markers cover whole interior pieces: no small ones to drop
+    else:
+        markers, n = ndi.label(seeds)
     if p.min_marker_size > 1 and n:
         # touch only seed pixels (a small part of the image)
         at = np.flatnonzero(markers)
@@ -149,6 +160,119 @@ def probabilities_to_labels(
     # foreground pieces without a marker become objects of their own
     labels = flood_markers(interior, markers, fg, number_unmarked=True, invert=True)
     return drop_small_and_relabel(labels, p.min_size)
+
+
+def interior_logit(interior: np.ndarray, sigma: float) -> np.ndarray:
+    """``log(p / (1 - p))`` of the interior probability (clipped to 1e-6), Gaussian-smoothed
+    with ``sigma`` px (0: not smoothed). The logit stretches the plateau near 1 where
+    touching interiors meet, and the smoothing removes single-pixel bumps."""
+    from scipy import ndimage as ndi
+
+    q = np.clip(np.asarray(interior, np.float32), 1e-6, 1 - 1e-6)
+    logit = np.log(q) - np.log1p(-q)
+    return ndi.gaussian_filter(logit, sigma) if sigma > 0 else logit
+
+
+def dynamic_markers(height: np.ndarray, region: np.ndarray, h: float) -> np.ndarray:
+    """Watershed markers: the pieces of ``region`` cut between maxima of ``height`` whose
+    dynamic is at least ``h``.
+
+    The dynamic of a maximum is how far it rises above the highest pass leading to a higher
+    maximum (the highest maximum of a piece has an infinite one). Each maximum's basin
+    (a watershed of ``-height`` inside ``region``) joins, over the highest pass, the basin
+    of its neighbour when its dynamic is below ``h``; the groups that remain are the
+    markers, one per significant maximum, and together they cover ``region``. Each marker
+    holds exactly one component of ``skimage.morphology.h_maxima(height, h)`` (tested);
+    working on the graph of basins rather than by grey-level reconstruction makes it about
+    3x faster than ``h_maxima`` and a flood. Pieces holding one maximum are never flooded.
+
+    Parameters
+    ----------
+    height : numpy.ndarray
+        ``(H, W)`` float image (the smoothed interior logit).
+    region : numpy.ndarray
+        ``(H, W)`` bool, where markers may lie.
+    h : float
+        Smallest dynamic of a maximum that seeds its own marker.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(H, W) int32`` markers, 0 outside ``region``.
+    """
+    from scipy import ndimage as ndi
+    from skimage.morphology import local_maxima
+    from skimage.segmentation import watershed
+
+    pieces, n_pieces = ndi.label(region)
+    if n_pieces == 0:
+        return pieces.astype(np.int32)
+    floor = np.float32(height[region].min() - 1)
+    height = np.where(region, height, floor).astype(np.float32)
+    peaks = local_maxima(height, connectivity=1, allow_borders=True) & region
+    maxima, n = ndi.label(peaks)
+    # pieces holding one maximum are one marker each: only the others need basins
+    per_piece = np.bincount(np.unique(pieces[peaks].astype(np.int64) * (n + 1)
+                                      + maxima[peaks]) // (n + 1), minlength=n_pieces + 1)
+    several = per_piece >= 2
+    several[0] = False
+    markers = np.zeros(region.shape, np.int32)
+    if several.any():
+        box = ndi.find_objects(np.where(several[pieces], 1, 0))[0]
+        inside = several[pieces[box]]
+        basins = watershed(-height[box], np.where(inside, maxima[box], 0), mask=inside)
+        markers[box] = _group_basins(basins, height[box], n, h)
+    single = ~several[pieces] & region
+    first = (int(markers.max()) if several.any() else 0) + 1
+    markers[single] = pieces[single] + first
+    return markers
+
+
+def _group_basins(basins: np.ndarray, height: np.ndarray, n: int, h: float) -> np.ndarray:
+    """Basins merged across their highest passes until each group holds one maximum of
+    dynamic >= ``h`` (union-find over the basin graph, passes in falling order)."""
+    peak = np.full(n + 1, -np.inf, np.float32)
+    np.maximum.at(peak, basins.ravel(), height.ravel())
+    ends, passes = [], []
+    for a, b in (((slice(None), slice(None, -1)), (slice(None), slice(1, None))),
+                 ((slice(None, -1), slice(None)), (slice(1, None), slice(None)))):
+        ba, bb = basins[a], basins[b]
+        cross = (ba != bb) & (ba > 0) & (bb > 0)
+        lo, hi = np.minimum(ba[cross], bb[cross]), np.maximum(ba[cross], bb[cross])
+        ends.append(lo.astype(np.int64) * (n + 1) + hi)
+        passes.append(np.minimum(height[a][cross], height[b][cross]))
+    key, level = np.concatenate(ends), np.concatenate(passes)
+    order = np.lexsort((-level, key))  # per pair of basins, its highest pass first
+    key, level = key[order], level[order]
+    first = np.ones(key.size, bool)
+    first[1:] = key[1:] != key[:-1]
+    key, level = key[first], level[first]
+    tree = list(range(n + 1))   # union-find of the component tree
+    top = list(range(n + 1))    # a tree root's highest maximum
+    group = list(range(n + 1))  # union-find of the markers
+
+    def find(parent: list[int], x: int) -> int:
+        root = x
+        while parent[root] != root:
+            root = parent[root]
+        while parent[x] != root:
+            parent[x], x = root, parent[x]
+        return root
+
+    peak_of = peak.tolist()
+    for k in np.argsort(-level, kind="stable").tolist():
+        x, y = divmod(int(key[k]), n + 1)
+        rx, ry = find(tree, x), find(tree, y)
+        if rx == ry:
+            continue
+        if peak_of[top[rx]] < peak_of[top[ry]]:
+            rx, ry, x, y = ry, rx, y, x  # rx: the component with the higher maximum
+        if peak_of[top[ry]] - float(level[k]) < h:  # y's side joins x's basin's group
+            group[find(group, top[ry])] = find(group, x)
+        tree[ry] = rx
+    lut = np.array([find(group, i) for i in range(n + 1)], np.int32)
+    lut[0] = 0
+    return lut[basins]
 
 
 def drop_small_and_relabel(labels: np.ndarray, min_size: int) -> np.ndarray:

@@ -116,12 +116,21 @@ class PostprocessParams(_Settings):
 
     threshold: float = setting(0.5, "nucleus probability threshold", low=0.0, high=1.0,
                                step=0.05)
-    interior_threshold: float = setting(0.5, "marker (interior) probability threshold",
+    interior_threshold: float = setting(0.5, "interior probability threshold: markers are the "
+                                        "interior above it (with marker_dynamic, the region "
+                                        "its maxima are looked for in)",
                                         low=0.0, high=1.0, step=0.05)
     min_size: int = setting(16, "smallest nucleus kept (pixels)", low=0, high=100_000,
                             label="min size (px)")
     min_marker_size: int = setting(4, "smallest marker kept (pixels)", low=0, high=10_000,
                                    flag=False)
+    marker_dynamic: float = setting(0.0, "split touching nuclei at dips of the interior: a "
+                                    "maximum of the interior logit seeds its own nucleus when "
+                                    "it rises this much above the pass to a higher one (0: "
+                                    "markers are the interior above its threshold)",
+                                    low=0.0, high=20.0, step=0.25)
+    marker_sigma: float = setting(1.0, "smoothing of the interior logit before its maxima are "
+                                  "found (px)", low=0.0, high=10.0, flag=False)
 
 
 #: Card keys with a typed home; every other key goes to :attr:`ModelCard.record`.

@@ -7,8 +7,10 @@
 2. Train on random augmented 256x256 patches, each data set drawn equally often; the
    validation loss on the 36 fixed windows of each validation tile picks the kept epoch (and,
    with the plateau schedule, drives learning-rate decay and early stopping).
-3. Post-processing thresholds are chosen on the whole validation tiles to maximise pooled
-   Dice + AJI together.
+3. Post-processing thresholds, then the minimum size, then the marker rule (interior above
+   a threshold, or maxima of the interior by their dynamic) are chosen on the whole
+   validation tiles to maximise pooled Dice + AJI together; the dynamic rule is taken only
+   when it also lowers no data set's AJI.
 4. The model is saved with a card recording all of it. The test tiles are never read here.
 """
 
@@ -33,6 +35,11 @@ from .data import STRONG_AUGMENTATION, Augmentation, PatchSampler, grid_patches,
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
 INTERIOR_THRESHOLDS = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 MIN_SIZES = (8, 16, 32)
+#: The marker rule's grid: dynamics h (0 = interior above its threshold), the logit's
+#: smoothing, and the interior level bounding where the maxima are looked for.
+MARKER_DYNAMICS = (1.0, 1.25, 1.5, 1.75, 2.0)
+MARKER_SIGMAS = (1.0, 1.5)
+MARKER_LEVELS = (0.5, 0.7)
 
 
 def load_split(split: str, data: str | Path | None = None,
@@ -51,17 +58,36 @@ def load_split(split: str, data: str | Path | None = None,
     return names, images, labels
 
 
+def data_sets_of(names: list[str]) -> list[str]:
+    """The data set of each ``<data set>/<tile>`` name (one group when names carry none)."""
+    return [n.split("/")[0] if "/" in n else "all" for n in names]
+
+
 def selection_score(scores: dict[str, float]) -> float:
     """What post-processing maximises: pooled Dice + AJI (outlines and separation together)."""
     return scores["dice"] + scores["aji"]
 
 
 def select_postprocess(
-    probs: list[np.ndarray], labels: list[np.ndarray]
+    probs: list[np.ndarray], labels: list[np.ndarray], groups: list[str] | None = None,
+    start: PostprocessParams | None = None,
 ) -> tuple[PostprocessParams, dict[str, float], list[dict[str, Any]]]:
     """Pick post-processing parameters that maximise pooled Dice + AJI on ``(probs, labels)``.
 
-    Coordinate search: thresholds jointly, then the minimum size.
+    Coordinate search: thresholds jointly, then the minimum size, then the marker rule
+    (:data:`MARKER_DYNAMICS` x :data:`MARKER_SIGMAS` x :data:`MARKER_LEVELS` against markers
+    by threshold).
+
+    Parameters
+    ----------
+    probs, labels : list of numpy.ndarray
+        Validation probabilities and their true instance labels.
+    groups : list of str, optional
+        The data set of each tile: a dynamic marker rule is then taken only when no data
+        set's AJI falls below the threshold rule's.
+    start : PostprocessParams, optional
+        Keep these thresholds and minimum size (a model card's) and choose only the marker
+        rule.
 
     Returns
     -------
@@ -72,8 +98,9 @@ def select_postprocess(
         Every setting tried with its AJI and Dice.
     """
     trials: list[dict[str, Any]] = []
+    names = list(groups) if groups is not None else ["all"] * len(probs)
 
-    def score_all(settings: list[PostprocessParams]) -> list[dict[str, float]]:
+    def score_all(settings: list[PostprocessParams]) -> list[dict[str, Any]]:
         jobs = [(p, pr, lab) for p in settings for pr, lab in zip(probs, labels, strict=True)]
         workers = min(len(jobs), max(1, (os.cpu_count() or 1) - 1))
         if workers > 2:
@@ -86,24 +113,39 @@ def select_postprocess(
         out = []
         n = len(probs)
         for i, p in enumerate(settings):
-            total = Counts()
-            for c in per_job[i * n : (i + 1) * n]:
+            total, by_group = Counts(), {}
+            for c, g in zip(per_job[i * n : (i + 1) * n], names, strict=True):
                 total = total + c
+                by_group[g] = by_group.get(g, Counts()) + c
             s = total.scores()
+            s["aji_by_group"] = {g: c.scores()["aji"] for g, c in by_group.items()}
             trials.append({**p.to_dict(), "aji": s["aji"], "dice": s["dice"],
-                           "precision": s["precision"], "recall": s["recall"]})
+                           "precision": s["precision"], "recall": s["recall"],
+                           **({"aji_by_data_set": s["aji_by_group"]} if groups else {})})
             out.append(s)
         return out
 
-    grid = [PostprocessParams(threshold=t, interior_threshold=it)
-            for t in THRESHOLDS for it in INTERIOR_THRESHOLDS]
-    scores = score_all(grid)
-    k = int(np.argmax([selection_score(s) for s in scores]))
-    best, best_s = grid[k], scores[k]
-    sizes = [best.replace(min_size=m) for m in MIN_SIZES if m != best.min_size]
-    for p, s in zip(sizes, score_all(sizes), strict=True):
-        if selection_score(s) > selection_score(best_s):
+    if start is None:
+        grid = [PostprocessParams(threshold=t, interior_threshold=it)
+                for t in THRESHOLDS for it in INTERIOR_THRESHOLDS]
+        scores = score_all(grid)
+        k = int(np.argmax([selection_score(s) for s in scores]))
+        best, best_s = grid[k], scores[k]
+        sizes = [best.replace(min_size=m) for m in MIN_SIZES if m != best.min_size]
+        for p, s in zip(sizes, score_all(sizes), strict=True):
+            if selection_score(s) > selection_score(best_s):
+                best, best_s = p, s
+    else:
+        best = start.replace(marker_dynamic=0.0)
+        best_s = score_all([best])[0]
+    plain = best_s["aji_by_group"]
+    rules = [best.replace(interior_threshold=level, marker_dynamic=h, marker_sigma=sigma)
+             for h in MARKER_DYNAMICS for sigma in MARKER_SIGMAS for level in MARKER_LEVELS]
+    for p, s in zip(rules, score_all(rules), strict=True):
+        no_set_worse = all(s["aji_by_group"][g] >= a for g, a in plain.items())
+        if no_set_worse and selection_score(s) > selection_score(best_s):
             best, best_s = p, s
+    best_s.pop("aji_by_group")
     return best, best_s, trials
 
 
@@ -268,7 +310,8 @@ def train_recipe(
 
     val_probs = [run(predict_tiled(model, im, tile, halo, stride, batch_size=2))
                  for im in val_images]
-    params, val_scores, trials = select_postprocess(val_probs, val_labels)
+    params, val_scores, trials = select_postprocess(
+        val_probs, val_labels, groups=data_sets_of(val_names))
     log(f"post-processing on validation: {params.to_dict()} -> AJI {val_scores['aji']:.4f} "
         f"Dice {val_scores['dice']:.4f} (precision {val_scores['precision']:.4f}, "
         f"recall {val_scores['recall']:.4f})")
