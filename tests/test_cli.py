@@ -368,3 +368,42 @@ def test_finetune_rounds_accumulate_kept_corrections(tmp_path, tiny_unet_path, c
     path.write_text(json.dumps(bad))
     with pytest.raises(ValueError, match="outside the model's folder"):
         kept_corrections(tmp_path / "m" / "r2.keras")
+
+
+def test_tune_chooses_the_marker_rule_on_validation_tiles(tmp_path, threshold_model_path,
+                                                         data_root, capsys):
+    """`nucleoseg tune --markers-only --write` on a copy of a model: the card keeps its
+    thresholds, records the marker search and what it replaced; the shipped folder is
+    refused before any work."""
+    import json
+    import shutil
+
+    from nucleoseg.training.recipe import MARKER_DYNAMICS, MARKER_LEVELS, MARKER_SIGMAS
+
+    for suffix in (".keras", ".json"):
+        shutil.copy(threshold_model_path.with_suffix(suffix), tmp_path / f"m{suffix}")
+    before = json.loads((tmp_path / "m.json").read_text())
+    assert main(["tune", str(tmp_path / "m.keras"), "--data", str(data_root), "--datasets",
+                 "monuseg", "--markers-only", "--write"]) == 0
+    out = capsys.readouterr().out
+    assert "monuseg: Dice" in out and "(card: Dice" in out
+    card = json.loads((tmp_path / "m.json").read_text())
+    chosen, old = card["postprocess"], before["postprocess"]
+    assert chosen["threshold"] == old["threshold"] and chosen["min_size"] == old["min_size"]
+    trials = card["marker_search"]
+    assert len(trials) == 1 + len(MARKER_DYNAMICS) * len(MARKER_SIGMAS) * len(MARKER_LEVELS)
+    assert trials[0]["marker_dynamic"] == 0 and trials[0]["interior_threshold"] == \
+        old["interior_threshold"]
+    best = max(trials, key=lambda t: t["dice"] + t["aji"])
+    if best["marker_dynamic"] > 0:  # one data set: the pooled score decides
+        assert chosen["marker_dynamic"] == best["marker_dynamic"]
+    assert card["validation_before_marker_search"]["postprocess"] == old
+    assert card["validation_by_dataset"]["monuseg"]["aji"] >= trials[0]["aji"] - 1e-4
+    assert card["sha256"] == before["sha256"]
+
+    from nucleoseg.models.weights import shipped_dir
+
+    shipped = (shipped_dir() / "unet.json").read_bytes()
+    assert main(["tune", "unet", "--data", str(data_root), "--markers-only", "--write"]) == 2
+    assert "shipped weights folder" in capsys.readouterr().err
+    assert (shipped_dir() / "unet.json").read_bytes() == shipped

@@ -131,10 +131,12 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from .inference.predict import run
     from .inference.segment import Segmenter
     from .io.datasets import parse_datasets
-    from .models.weights import resolve_model_path, write_card
+    from .models.weights import check_not_shipped, resolve_model_path, write_card
     from .training.recipe import data_sets_of, load_split, select_postprocess
 
     path = resolve_model_path(args.model)
+    if args.write:
+        check_not_shipped(path.parent, "model card")  # before any work, not after it
     seg = Segmenter.load(str(path), precision="float32")  # card values independent of the CPU
     datasets = (parse_datasets(args.datasets) if args.datasets
                 else seg.card.record.get("training", {}).get("datasets") or ["monuseg"])
