@@ -126,13 +126,16 @@ def cmd_train_classifier(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from .evaluation.metrics import Counts, counts
-    from .inference.postprocess import probabilities_to_labels
     from .inference.predict import run
     from .inference.segment import Segmenter
     from .io.datasets import parse_datasets
     from .models.weights import check_not_shipped, resolve_model_path, write_card
-    from .training.recipe import data_sets_of, load_split, select_postprocess
+    from .training.recipe import (
+        data_sets_of,
+        load_split,
+        scores_by_data_set,
+        select_postprocess,
+    )
 
     path = resolve_model_path(args.model)
     if args.write:
@@ -146,16 +149,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
     best, scores, trials = select_postprocess(
         probs, labels, groups=groups, start=seg.params if args.markers_only else None)
 
-    def by_data_set(params) -> dict[str, dict[str, float]]:
-        totals: dict[str, Counts] = {}
-        for g, pr, lab in zip(groups or [datasets[0]] * len(probs), probs, labels,
-                              strict=True):
-            totals[g] = totals.get(g, Counts()) + counts(probabilities_to_labels(pr, params),
-                                                         lab)
-        return {g: {k: round(v, 4) for k, v in c.scores().items()} for g, c in totals.items()}
-
-    after = by_data_set(best)
-    before = by_data_set(seg.params) if args.markers_only else None
+    after = scores_by_data_set(probs, labels, names, best, datasets)
+    before = (scores_by_data_set(probs, labels, names, seg.params, datasets)
+              if args.markers_only else None)
     print(f"validation ({', '.join(datasets)}): {best.to_dict()} -> AJI {scores['aji']:.4f} "
           f"Dice {scores['dice']:.4f}")
     for ds, s in after.items():

@@ -63,6 +63,18 @@ def data_sets_of(names: list[str]) -> list[str]:
     return [n.split("/")[0] if "/" in n else "all" for n in names]
 
 
+def scores_by_data_set(probs: list[np.ndarray], labels: list[np.ndarray], names: list[str],
+                       params: PostprocessParams, datasets: list[str]
+                       ) -> dict[str, dict[str, float]]:
+    """Pooled scores (rounded to 4 places) of ``params`` per data set; tiles are named
+    ``<data set>/<tile>``, or all belong to ``datasets[0]`` when there is one data set."""
+    totals = {ds: Counts() for ds in datasets}
+    for name, prob, lab in zip(names, probs, labels, strict=True):
+        ds = name.split("/")[0] if len(datasets) > 1 else datasets[0]
+        totals[ds] = totals[ds] + counts(probabilities_to_labels(prob, params), lab)
+    return {ds: {k: round(v, 4) for k, v in c.scores().items()} for ds, c in totals.items()}
+
+
 def selection_score(scores: dict[str, float]) -> float:
     """What post-processing maximises: pooled Dice + AJI (outlines and separation together)."""
     return scores["dice"] + scores["aji"]
@@ -315,14 +327,9 @@ def train_recipe(
     log(f"post-processing on validation: {params.to_dict()} -> AJI {val_scores['aji']:.4f} "
         f"Dice {val_scores['dice']:.4f} (precision {val_scores['precision']:.4f}, "
         f"recall {val_scores['recall']:.4f})")
-    by_dataset = {}
-    for ds in datasets:
-        idx = [i for i, n in enumerate(val_names) if n.split("/")[0] == ds or len(datasets) == 1]
-        total = Counts()
-        for i in idx:
-            total = total + counts(probabilities_to_labels(val_probs[i], params), val_labels[i])
-        by_dataset[ds] = {k: round(v, 4) for k, v in total.scores().items()}
-        log(f"  validation {ds}: Dice {by_dataset[ds]['dice']:.4f} AJI {by_dataset[ds]['aji']:.4f}")
+    by_dataset = scores_by_data_set(val_probs, val_labels, val_names, params, datasets)
+    for ds, sc in by_dataset.items():
+        log(f"  validation {ds}: Dice {sc['dice']:.4f} AJI {sc['aji']:.4f}")
 
     sched = ("Adam, lr x0.1 on plateau (8 epochs), early stop (20 epochs)" if schedule == "plateau"
              else "Adam, cosine decay to 0 over all steps; the epoch with the best "
