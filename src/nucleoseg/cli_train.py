@@ -121,7 +121,9 @@ def cmd_train_classifier(args: argparse.Namespace) -> int:
     seg = None if args.segmentation_model.lower() == "none" else args.segmentation_model
     train_consep_classifier(out, args.name, args.data, segmentation_model=seg,
                             trees=args.trees, seed=args.seed,
-                            patch_epochs=args.patch_epochs)
+                            patch_epochs=args.patch_epochs,
+                            patch_context=not args.no_patch_context,
+                            patch_folds=args.patch_folds)
     return 0
 
 

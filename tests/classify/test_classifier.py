@@ -316,6 +316,62 @@ def test_patch_net_joins_the_forest_and_round_trips(tmp_path):
         NucleusClassifier.load(path)
 
 
+def test_two_scale_patches_and_their_net_round_trip(tmp_path):
+    """A two-scale patch holds the shipped patch, then the 96 px window at half resolution
+    (2x2 means of the RGB and of the nucleus mask), reflected at the borders; a two-scale
+    net is saved with its context size, loads as one, gives the same probabilities, and a
+    card asking another context size is refused."""
+    from nucleoseg.classify.patch_net import (
+        CONTEXT,
+        PATCH,
+        nucleus_patches,
+        train_patch_net,
+    )
+
+    img, lab, kinds = _two_kinds()
+    noise = np.random.default_rng(1).integers(-20, 21, img.shape)
+    img = np.clip(img + noise, 0, 255).astype(np.uint8)  # no two rows alike
+    ids, feats = nucleus_features(img, lab)
+    y = np.array([kinds[int(i)] for i in ids])
+    near = nucleus_patches(img, lab, ids)
+    both = nucleus_patches(img, lab, ids, context=True)
+    assert both.shape == (len(ids), PATCH, PATCH, 8) and both.dtype == np.uint8
+    np.testing.assert_array_equal(both[..., :4], near)
+    # by hand: nucleus k's window, its centre rounded to the half-resolution grid
+    half_rgb = img.reshape(100, 2, 100, 2, 3).astype(float).mean((1, 3))
+    half_fg = (lab > 0).reshape(100, 2, 100, 2).mean((1, 3)) * 255
+    centre = {int(i): np.argwhere(lab == i).mean(0) for i in ids}
+    q = PATCH // 2
+    for k in (0, len(ids) // 2):
+        r, c = np.round(centre[int(ids[k])] / 2).astype(int)
+        for dr, dc in ((0, 0), (-q, -q), (q - 1, 5)):
+            rr, cc = r + dr, c + dc
+            if 0 <= rr < 100 and 0 <= cc < 100:
+                np.testing.assert_array_equal(both[k, q + dr, q + dc, 4:7],
+                                              np.round(half_rgb[rr, cc]))
+                assert both[k, q + dr, q + dc, 7] == np.round(half_fg[rr, cc])
+    # the first nucleus sits 20 px from the top: its window reflects there
+    r0 = int(np.round(centre[int(ids[0])][0] / 2))
+    np.testing.assert_array_equal(both[0, q - r0 - 1, :, 4:], both[0, q - r0 + 1, :, 4:])
+    assert CONTEXT == 2 * PATCH
+
+    clf = NucleusClassifier.fit(feats, y, ["small", "large"], trees=10)
+    clf.patch_net = train_patch_net(both, y, 2, epochs=2, log=lambda _: None)
+    assert clf.patch_net.inputs[0].shape[-1] == 8
+    clf.patch_weight, clf.patch_context = 1.0, True
+    _, before = clf.predict_proba(img, lab)
+    path = clf.save(tmp_path, "wide")
+    card = json.loads(path.with_suffix(".json").read_text())
+    assert card["patch_net"]["context"] == CONTEXT
+    loaded = NucleusClassifier.load(path)
+    assert loaded.patch_context and loaded.runs_without_keras
+    np.testing.assert_allclose(loaded.predict_proba(img, lab)[1], before, atol=1e-3)
+    card["patch_net"]["context"] = 64
+    path.with_suffix(".json").write_text(json.dumps(card))
+    with pytest.raises(ClassifierError, match="64-px context window"):
+        NucleusClassifier.load(path)
+
+
 def test_the_shipped_classifier_runs_whole_without_keras(tmp_path):
     """napari's process must never import TensorFlow (it cannot share the process with
     Mesa's OpenGL): the shipped classifier's patch net runs from its OpenVINO file, so

@@ -145,3 +145,73 @@ def test_forest_check_refuses_broken_arrays():
         Forest(**{**a, "roots": a["roots"] + 10**6}).check(4, 2)
     with pytest.raises(ValueError, match="length"):
         Forest(**{**a, "threshold": a["threshold"][:-1]}).check(4, 2)
+
+
+def test_a_context_forest_fed_by_out_of_fold_patch_nets(tmp_path):
+    """Each map's out-of-fold patch-net probabilities come from a net trained without its
+    tile; the context forest then takes them beside the first forest's (and their
+    neighbour means); a classifier holding it predicts through it, keeps it through
+    save/load, falls back to the forest part where no net runs, and a card that names such
+    a forest without a patch net is refused."""
+    from tests.classify.test_classifier import _two_kinds
+
+    from nucleoseg.classify.patch_net import nucleus_patches, train_patch_net
+    from nucleoseg.classify.stacking import oof_patch_proba
+
+    maps, patches, tiles = [], [], []
+    for t in range(3):
+        img, lab, kinds = _two_kinds(seed=t)
+        ids, f, centres = nucleus_features(img, lab, with_centres=True)
+        y = np.array([kinds[int(i)] for i in ids])
+        maps.append(NucleusMap(t, f, centres, np.arange(len(ids)), y))
+        patches.append(nucleus_patches(img, lab, ids, centres, context=True))
+        tiles.append((img, lab))
+    seen: list[int] = []
+
+    def train(p, t):
+        seen.append(len(t))
+        return train_patch_net(p, t, 2, epochs=1, log=lambda _: None)
+
+    logs: list[str] = []
+    oof = oof_patch_proba(maps, patches, 2, train, folds=3, log=logs.append)
+    sizes = [len(m.targets) for m in maps]
+    # fold k trains on the two other tiles' nuclei
+    assert seen == [sum(sizes) - s for s in sizes] and len(logs) == 3
+    assert [o.shape for o in oof] == [(s, 2) for s in sizes]
+    np.testing.assert_allclose([o.sum(1) for o in oof], [np.ones(s) for s in sizes], atol=1e-5)
+
+    context = fit_context_forest(maps, 2, trees=10, folds=3, log=lambda _: None,
+                                 patch_proba=oof)
+    x, y = training_set(maps)
+    clf = NucleusClassifier.fit(x, y, ["a", "b"], trees=10)
+    clf.patch_net = train_patch_net(np.concatenate(patches), y, 2, epochs=1,
+                                    log=lambda _: None)
+    clf.patch_context, clf.patch_weight = True, 0.0
+    clf.context_forest, clf.context_sigmas = context, NEIGHBOUR_SIGMAS
+    clf.context_with_patch_net = True
+    img, lab = tiles[0]
+    ids, f, centres = nucleus_features(img, lab, with_centres=True)
+    cnn = clf._patch_runner()(patches[0])
+    by_hand = context.predict_proba(context_inputs(
+        f, np.hstack([clf.forest.predict_proba(f), cnn]), centres))
+    _, stacked = clf.predict_proba(img, lab)
+    np.testing.assert_allclose(stacked, by_hand, atol=1e-5)
+    # without the net (e.g. a Keras-only net in napari's process): the first forest
+    np.testing.assert_allclose(clf.predict_features(f, centres)[1],
+                               clf.forest.predict_proba(f), rtol=1e-6)
+
+    path = clf.save(tmp_path, "net_ctx")
+    card = json.loads(path.with_suffix(".json").read_text())
+    assert card["context_forest"]["patch_net_inputs"] is True
+    back = NucleusClassifier.load(path)
+    assert back.context_with_patch_net and back.patch_context
+    np.testing.assert_allclose(back.predict_proba(img, lab)[1], stacked, atol=1e-3)
+    no_net = {k: v for k, v in card.items() if k != "patch_net"}
+    path.with_suffix(".json").write_text(json.dumps(no_net))
+    with pytest.raises(ClassifierError, match="has no patch net"):
+        NucleusClassifier.load(path)
+    # a card that hides the net's inputs: the forest's width no longer fits
+    card["context_forest"]["patch_net_inputs"] = False
+    path.with_suffix(".json").write_text(json.dumps(card))
+    with pytest.raises(ClassifierError, match="inputs"):
+        NucleusClassifier.load(path)

@@ -72,6 +72,14 @@ class NucleusClassifier:
         trained on out-of-fold probabilities, :mod:`~nucleoseg.classify.stacking`).
     context_sigmas : tuple of float
         Its neighbourhood scales in pixels.
+    patch_context : bool
+        The patch net is a two-scale one (:func:`~nucleoseg.classify.patch_net.nucleus_patches`
+        with ``context=True``: 8 channels).
+    context_with_patch_net : bool
+        The context forest also takes the patch net's probabilities and their neighbour
+        means (trained on out-of-fold ones,
+        :func:`~nucleoseg.classify.stacking.fit_context_forest`).
+        Where the patch net cannot run, the first forest's probabilities are the forest part.
     """
 
     classes: list[str]
@@ -84,6 +92,8 @@ class NucleusClassifier:
     class_weights: list[float] | None = None
     context_forest: Forest | None = None
     context_sigmas: tuple[float, ...] = ()
+    patch_context: bool = False
+    context_with_patch_net: bool = False
     _runner: Any = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
@@ -121,20 +131,24 @@ class NucleusClassifier:
                          ) -> tuple[np.ndarray, np.ndarray]:
         """``(N, F)`` features to ``(class indices (N,), probabilities (N, C))`` by the
         forests alone (with :attr:`class_weights` applied); the context forest runs when the
-        nuclei's ``(N, 2)`` ``centres`` are given."""
+        nuclei's ``(N, 2)`` ``centres`` are given (and it needs no patch net)."""
         proba = self._weighted(self._forest_proba(features, centres))
         return proba.argmax(axis=1), proba
 
-    def _forest_proba(self, features: np.ndarray, centres: np.ndarray | None = None
-                      ) -> np.ndarray:
-        """The first forest's probabilities, then the context forest's when it and the
-        ``centres`` are there."""
+    def _forest_proba(self, features: np.ndarray, centres: np.ndarray | None = None,
+                      cnn: np.ndarray | None = None) -> np.ndarray:
+        """The first forest's probabilities, then the context forest's when it, the
+        ``centres`` and (if it takes them) the patch net's probabilities ``cnn`` are there."""
         if features.shape[1] != len(FEATURE_NAMES):
             raise ClassifierError(f"expected {len(FEATURE_NAMES)} features, got "
                                   f"{features.shape[1]}")
         proba = self.forest.predict_proba(features.astype(np.float32))
         if self.context_forest is None or centres is None:
             return proba
+        if self.context_with_patch_net:
+            if cnn is None:
+                return proba
+            proba = np.hstack([proba, cnn])
         return self.context_forest.predict_proba(
             context_inputs(features, proba, centres, self.context_sigmas))
 
@@ -172,13 +186,16 @@ class NucleusClassifier:
         else:
             ids, feats = features
             centres = nucleus_centres(labels, ids) if self.context_forest is not None else None
-        proba = self._forest_proba(feats, centres)
+        cnn = None
         if self.patch_net is not None and ids.size:
             from .patch_net import nucleus_patches
 
             if self._runner is None:
                 self._runner = self._patch_runner()
-            cnn = self._runner(nucleus_patches(image, labels, ids, centres))
+            cnn = self._runner(nucleus_patches(image, labels, ids, centres,
+                                               context=self.patch_context))
+        proba = self._forest_proba(feats, centres, cnn)
+        if cnn is not None:
             proba = (1 - self.patch_weight) * proba + self.patch_weight * cnn
         proba = self._weighted(proba)
         return (ids if original is None else original[ids]), proba
@@ -227,14 +244,16 @@ class NucleusClassifier:
             card["context_forest"] = {
                 **self.card.get("context_forest", {}),
                 "sigmas_px": [float(s) for s in self.context_sigmas],
-                "inputs": "features, the first forest's probabilities, the Gaussian-weighted "
-                          "mean of the other nuclei's at each sigma"}
+                "inputs": "features, the first forest's probabilities" +
+                          (" and the patch net's" if self.context_with_patch_net else "") +
+                          ", the Gaussian-weighted mean of the other nuclei's at each sigma",
+                "patch_net_inputs": self.context_with_patch_net}
         if self.class_weights is not None:
             card["class_weights"] = [float(w) for w in self.class_weights]
         np.savez_compressed(buf, **arrays)
         if self.patch_net is not None:
             from ..io.atomic import atomic_write
-            from .patch_net import PATCH
+            from .patch_net import CONTEXT, PATCH
 
             net = self.patch_net
             net_path = atomic_write(directory / f"{name}.keras",
@@ -242,6 +261,8 @@ class NucleusClassifier:
                                     else (lambda p: net.save(p)))
             card["patch_net"] = {"file": net_path.name, "sha256": sha256(net_path),
                                  "weight": self.patch_weight, "patch": PATCH}
+            if self.patch_context:
+                card["patch_net"]["context"] = CONTEXT
             ir = self._save_patch_ir(directory / f"{name}_patch_net.xml")
             if ir is not None:
                 card["patch_net"]["openvino"] = {
@@ -307,6 +328,10 @@ class NucleusClassifier:
         try:
             weights = read_class_weights(card, len(classes))
             sigmas = read_sigmas(card) if card.get("context_forest") is not None else ()
+            with_net = bool(sigmas) and card["context_forest"].get("patch_net_inputs") is True
+            if with_net and not card.get("patch_net"):
+                raise ValueError("its context forest takes a patch net's probabilities, and "
+                                 "it has no patch net")
             with np.load(path, allow_pickle=False) as z:
                 if not set(keys) <= set(z.files) or \
                         (sigmas and not {f"context_{k}" for k in keys} <= set(z.files)):
@@ -317,8 +342,10 @@ class NucleusClassifier:
                 raise ValueError("one colour per class")
             forest.check(n_in, len(classes))
             if context is not None:
-                context.check(n_in + len(classes) * (1 + len(sigmas)), len(classes))
+                context.check(n_in + len(classes) * (1 + len(sigmas)) * (1 + with_net),
+                              len(classes))
         except (OSError, ValueError, KeyError) as exc:
             raise ClassifierError(f"cannot use {path.name}: {exc}") from None
-        net, weight, ir = load_patch_net(path, card.get("patch_net"), len(classes))
-        return cls(classes, colors, forest, card, net, weight, ir, weights, context, sigmas)
+        net, weight, ir, two_scale = load_patch_net(path, card.get("patch_net"), len(classes))
+        return cls(classes, colors, forest, card, net, weight, ir, weights, context, sigmas,
+                   two_scale, with_net)

@@ -21,13 +21,14 @@ def beside(npz_path: Path, file: Any, what: str) -> Path:
 
 
 def load_patch_net(npz_path: Path, entry: dict | None, n_classes: int
-                    ) -> tuple[Any, float, Path | None]:
+                    ) -> tuple[Any, float, Path | None, bool]:
     """The patch net a card names (checked against its checksums): ``(path of the Keras
-    file, weight, path of the OpenVINO file or None)``, or ``(None, 0.0, None)``."""
+    file, weight, path of the OpenVINO file or None, whether it is a two-scale net)``, or
+    ``(None, 0.0, None, False)``."""
     if not entry:
-        return None, 0.0, None
+        return None, 0.0, None, False
     from ..models.weights import sha256
-    from .patch_net import PATCH
+    from .patch_net import CONTEXT, PATCH
 
     net_path = beside(npz_path, entry.get("file"), "patch net")
     if not entry.get("sha256") or sha256(net_path) != entry["sha256"]:
@@ -36,6 +37,9 @@ def load_patch_net(npz_path: Path, entry: dict | None, n_classes: int
     if entry.get("patch") != PATCH:
         raise ClassifierError(f"{net_path.name} expects {entry.get('patch')}-px patches; "
                               f"this version cuts {PATCH}")
+    if entry.get("context") not in (None, CONTEXT):
+        raise ClassifierError(f"{net_path.name} expects a {entry.get('context')}-px context "
+                              f"window; this version cuts {CONTEXT}")
     weight = float(entry.get("weight", 0.5))
     if not 0 <= weight <= 1:
         raise ClassifierError(f"{npz_path.name}: patch net weight {weight} outside [0, 1]")
@@ -52,7 +56,7 @@ def load_patch_net(npz_path: Path, entry: dict | None, n_classes: int
                                   "from its card)")
     # verified paths: Keras reads the net on first use, so loading a classifier (e.g. in the
     # napari process, where TensorFlow must not be imported) imports no Keras
-    return net_path, weight, ir
+    return net_path, weight, ir, entry.get("context") is not None
 
 
 def read_patch_net(path: Path, n_classes: int) -> Any:

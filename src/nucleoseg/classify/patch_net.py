@@ -2,8 +2,11 @@
 
 Input: a :data:`PATCH` x :data:`PATCH` crop centred on the nucleus centroid (RGB, reflected at
 image borders) plus a fourth channel that marks the nucleus's own pixels, so the network
-sees texture, chromatin and surroundings that hand-made features miss. Output: class
-probabilities. It joins the random forest of
+sees texture, chromatin and surroundings that hand-made features miss. A *two-scale* net
+also gets the :data:`CONTEXT` px window around the nucleus at half resolution (RGB and the
+mask of every nucleus in it) as four more channels on the same grid: the tissue a nucleus
+sits in (gland, stroma, infiltrate) at the cost of one wider first convolution. Output:
+class probabilities. It joins the random forest of
 :class:`~nucleoseg.classify.classifier.NucleusClassifier` (their probabilities are
 averaged with a weight chosen on validation tiles). Prediction runs through OpenVINO on the
 CPU (:mod:`nucleoseg.inference.openvino_engine`) from the net's OpenVINO file shipped beside
@@ -21,15 +24,19 @@ import numpy as np
 
 #: Patch side in pixels (40x: 12 micrometres, a nucleus and its immediate surroundings).
 PATCH = 48
+#: Side of a two-scale net's context window in pixels (24 micrometres), seen at half
+#: resolution on the :data:`PATCH` grid.
+CONTEXT = 2 * PATCH
 #: Nuclei per forward pass.
 BATCH = 128
 
 
 def nucleus_patches(image: np.ndarray, labels: np.ndarray, ids: np.ndarray,
-                    centres: np.ndarray | None = None) -> np.ndarray:
+                    centres: np.ndarray | None = None, context: bool = False) -> np.ndarray:
     """``(N, PATCH, PATCH, 4) uint8`` crops around the centroids of ``ids``: RGB and a mask
     channel (255 on the nucleus's own pixels). ``centres`` are those centroids (``(N, 2)``
-    row/col) when the caller has them."""
+    row/col) when the caller has them. With ``context``, ``(N, PATCH, PATCH, 8)``: four
+    more channels from :func:`context_patches`."""
     from ..io.labels import compact_ids
     from .features import _local_ids
 
@@ -50,16 +57,45 @@ def nucleus_patches(image: np.ndarray, labels: np.ndarray, ids: np.ndarray,
         out[k, :, :, :3] = img[r[k]:r[k] + PATCH, c[k]:c[k] + PATCH]
         np.multiply(padded[r[k]:r[k] + PATCH, c[k]:c[k] + PATCH] == ids[k], 255,
                     out=out[k, :, :, 3], casting="unsafe")
+    if context:
+        return np.concatenate([out, context_patches(image, lab > 0, centres)], axis=-1)
     return out
 
 
-def build_patch_net(n_classes: int) -> Any:
+def context_patches(image: np.ndarray, foreground: np.ndarray, centres: np.ndarray
+                    ) -> np.ndarray:
+    """``(N, PATCH, PATCH, 4) uint8``: the :data:`CONTEXT` px window around each centre at
+    half resolution (2x2 means of the RGB and of the nucleus ``foreground``, 255 = all
+    nucleus), reflected at image borders."""
+    h, w = image.shape[0] // 2 * 2, image.shape[1] // 2 * 2
+    if h == 0 or w == 0:  # a one-pixel-wide image: its own pixels, repeated
+        image = np.repeat(np.repeat(image, 2, 0), 2, 1)
+        foreground = np.repeat(np.repeat(foreground, 2, 0), 2, 1)
+        centres = centres * 2
+        h, w = image.shape[0], image.shape[1]
+    small = np.empty((h // 2, w // 2, 4), np.float32)
+    small[..., :3] = image[:h, :w].reshape(h // 2, 2, w // 2, 2, 3).mean((1, 3))
+    small[..., 3] = foreground[:h, :w].reshape(h // 2, 2, w // 2, 2).mean((1, 3)) * 255
+    half = np.round(small).astype(np.uint8)
+    q = PATCH // 2
+    padded = np.pad(half, ((q, q), (q, q), (0, 0)), mode="reflect")
+    r = np.clip(np.round(centres[:, 0] / 2).astype(np.int64), 0, half.shape[0] - 1)
+    c = np.clip(np.round(centres[:, 1] / 2).astype(np.int64), 0, half.shape[1] - 1)
+    out = np.empty((len(centres), PATCH, PATCH, 4), np.uint8)
+    for k in range(len(centres)):
+        out[k] = padded[r[k]:r[k] + PATCH, c[k]:c[k] + PATCH]
+    return out
+
+
+def build_patch_net(n_classes: int, channels: int = 4) -> Any:
     """Four stages of two 3x3 convolutions (16, 32, 64, 128 filters; ~25 MFLOP a nucleus),
-    global average pooling, dropout, softmax."""
+    global average pooling, dropout, softmax; ``channels`` = 4, or 8 for a two-scale net."""
     import keras
     from keras import layers
 
-    inputs = keras.Input((PATCH, PATCH, 4), name="patch")
+    if channels not in (4, 8):
+        raise ValueError(f"a patch net takes 4 or 8 channels, not {channels}")
+    inputs = keras.Input((PATCH, PATCH, channels), name="patch")
     x = layers.Rescaling(1 / 255.0)(inputs)
     for k, filters in enumerate((16, 32, 64, 128)):
         for _ in range(2):
@@ -75,14 +111,16 @@ def build_patch_net(n_classes: int) -> Any:
 
 
 def _augment(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Rotations by 90 degrees, flips and a per-patch colour scale/shift of the RGB."""
+    """Rotations by 90 degrees, flips and a per-patch colour scale/shift of the RGB (the
+    same for both scales of a two-scale patch)."""
     x = np.rot90(x, int(rng.integers(4)), axes=(1, 2))
     if rng.random() < 0.5:
         x = x[:, :, ::-1]
     x = x.astype(np.float32)
     scale = rng.uniform(0.85, 1.15, (x.shape[0], 1, 1, 3))
     shift = rng.uniform(-15, 15, (x.shape[0], 1, 1, 3))
-    x[..., :3] = np.clip(x[..., :3] * scale + shift, 0, 255)
+    for rgb in (slice(0, 3), slice(4, 7))[:x.shape[-1] // 4]:
+        x[..., rgb] = np.clip(x[..., rgb] * scale + shift, 0, 255)
     return x
 
 
@@ -97,7 +135,7 @@ def train_patch_net(
     precision: str = "auto",
     log: Callable[[str], None] = print,
 ) -> Any:
-    """Train :func:`build_patch_net` on ``(N, PATCH, PATCH, 4) uint8`` patches and class
+    """Train :func:`build_patch_net` on ``(N, PATCH, PATCH, 4 or 8) uint8`` patches and class
     indices: Adam with a cosine schedule, class weights ``sqrt(N / (C * N_c))`` (rare
     classes count more, softened), augmentation from :func:`_augment`; bfloat16 on CPUs
     that compute it natively."""
@@ -110,7 +148,7 @@ def train_patch_net(
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(POLICIES[precision])
     try:
-        model = build_patch_net(n_classes)
+        model = build_patch_net(n_classes, patches.shape[-1])
     finally:
         keras.mixed_precision.set_global_policy(previous)
     counts = np.bincount(targets, minlength=n_classes).astype(np.float64)
@@ -133,7 +171,7 @@ def train_patch_net(
     if precision == "float32":
         return model
     # kept and shipped as a float32 network (the variables were float32 all along)
-    plain = build_patch_net(n_classes)
+    plain = build_patch_net(n_classes, patches.shape[-1])
     plain.set_weights(model.get_weights())
     return plain
 
@@ -178,7 +216,7 @@ class PatchRunner:
         for start in range(0, n, BATCH):
             chunk = patches[start:start + BATCH]
             size = min(BATCH, -(-len(chunk) // 32) * 32)  # pad to a multiple of 32
-            batch = np.zeros((size, PATCH, PATCH, 4), np.float32)
+            batch = np.zeros((size, *chunk.shape[1:]), np.float32)
             batch[:len(chunk)] = chunk
             probs = self._run(batch) if self._run is not None else \
                 predict_batch(self.model, batch)

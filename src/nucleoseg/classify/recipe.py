@@ -127,50 +127,67 @@ def best_rule(counts: list[list[TypeCounts]], tiles: list[int]) -> int:
 
 def choose_stages(clf: NucleusClassifier, context: Forest | None, tiles,
                   segment: Callable | None, weights: tuple[float, ...], on: str,
-                  log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Set ``clf``'s patch-net weight (from ``weights``) and whether its ``context`` forest
-    runs: the best pooled mean F_c on ``tiles`` (the validation tiles). Returns the
-    validation record (the chosen setting's scores under ``on``)."""
-    by: dict[tuple[bool, float], dict[str, Any]] = {}
-    for use in (False, True) if context is not None else (False,):
-        clf.context_forest = context if use else None
-        clf.context_sigmas = NEIGHBOUR_SIGMAS if use else ()
-        for w, scores in evaluate_classifier(clf, tiles, segment, weights=weights).items():
-            by[(use, w)] = scores
-            log(f"validation, {on}, context forest {'on' if use else 'off'}, patch-net "
-                f"weight {w}: {scores}")
-    use, w = max(by, key=lambda k: _mean_f_c(by[k]))
-    clf.patch_weight = w
-    clf.context_forest = context if use else None
-    clf.context_sigmas = NEIGHBOUR_SIGMAS if use else ()
-    if w == 0.0:
-        clf.patch_net = None
-    record = {on: by[(use, w)],
-              "by_patch_weight": {str(k[1]): v for k, v in by.items() if k[0] == use}}
+                  log: Callable[[str], None] = print, context_net: Forest | None = None
+                  ) -> dict[str, Any]:
+    """Set ``clf``'s patch-net weight (from ``weights``) and which context forest runs:
+    none, ``context``, or ``context_net`` (one that also takes the patch net's
+    probabilities): the best pooled mean F_c on ``tiles`` (the validation tiles). Returns
+    the validation record (the chosen setting's scores under ``on``)."""
+    stages = {"off": (None, False)}
     if context is not None:
-        record["context_forest"] = {"used": use, "without": by[(False, w)],
-                                    "with": by[(True, w)]}
-    log(f"chosen: context forest {'on' if use else 'off'}, patch-net weight {w}; "
-        f"validation: {record[on]}")
+        stages["on"] = (context, False)
+    if context_net is not None and clf.patch_net is not None:
+        stages["with patch net"] = (context_net, True)
+
+    def use(name: str) -> None:
+        forest, with_net = stages[name]
+        clf.context_forest, clf.context_with_patch_net = forest, with_net
+        clf.context_sigmas = NEIGHBOUR_SIGMAS if forest is not None else ()
+
+    by: dict[tuple[str, float], dict[str, Any]] = {}
+    for name in stages:
+        use(name)
+        for w, scores in evaluate_classifier(clf, tiles, segment, weights=weights).items():
+            by[(name, w)] = scores
+            log(f"validation, {on}, context forest {name}, patch-net weight {w}: {scores}")
+    name, w = max(by, key=lambda k: _mean_f_c(by[k]))
+    use(name)
+    clf.patch_weight = w
+    if w == 0.0 and not clf.context_with_patch_net:
+        clf.patch_net = None
+    record = {on: by[(name, w)],
+              "by_patch_weight": {str(k[1]): v for k, v in by.items() if k[0] == name}}
+    if context is not None:
+        record["context_forest"] = {"used": name != "off", "without": by[("off", w)],
+                                    "with": by[(name if name != "off" else "on", w)]}
+        if "with patch net" in stages:
+            record["context_forest"]["with_patch_net"] = by[("with patch net", w)]
+            record["context_forest"]["patch_net_inputs"] = name == "with patch net"
+    log(f"chosen: context forest {name}, patch-net weight {w}; validation: {record[on]}")
     return record
 
 
 def choose_on_validation(clf: NucleusClassifier, context: Forest | None, tiles,
                          segment: Callable | None, on: str, trees: int, seed: int,
-                         log: Callable[[str], None] = print) -> dict[str, Any]:
+                         log: Callable[[str], None] = print,
+                         context_net: Forest | None = None) -> dict[str, Any]:
     """The recipe's choices on the validation ``tiles``, in order: whether the ``context``
     forest runs with the patch-net weight (:func:`choose_stages`), then the class weights
     (:func:`choose_rules`). Sets them on ``clf`` with its card's description and context
     forest entry; returns the validation record (true nuclei too when ``on`` is a model's)."""
     weights = PATCH_WEIGHTS if clf.patch_net is not None else (0.0,)
     clf.class_weights = None
-    validation = choose_stages(clf, context, tiles, segment, weights, on, log)
+    validation = choose_stages(clf, context, tiles, segment, weights, on, log, context_net)
     choose_rules(clf, rule_inputs(clf, tiles, segment), validation, on, log)
     if segment is not None:
         validation["true_nuclei"] = evaluate_classifier(clf, tiles)
     clf.card.pop("context_forest", None)
     if clf.context_forest is not None:
         clf.card["context_forest"] = CONTEXT_TRAINING | {"trees": trees, "seed": seed}
+        if clf.context_with_patch_net:
+            clf.card["context_forest"]["patch_net_training"] = (
+                "out-of-fold probabilities of patch nets trained like the shipped one on the "
+                "other folds (the same folds)")
     clf.card["description"] = describe(clf)
     return validation
 
@@ -196,15 +213,20 @@ def choose_rules(clf: NucleusClassifier, inputs: list[tuple], validation: dict[s
 
 def describe(clf: NucleusClassifier) -> str:
     """The card's one-line description of a CoNSeP classifier."""
-    return ("CoNSeP nucleus types (other, inflammatory, epithelial, spindle): a random forest "
-            "over per-nucleus shape, colour and context features" +
-            ("; a second forest classifies again from them, the first forest's probabilities "
-             "and the neighbours'" if clf.context_forest is not None else "") +
-            (f"; averaged with a patch CNN (weight {clf.patch_weight})"
-             if clf.patch_net is not None else "") +
-            (f"; class probabilities weighted {clf.class_weights}"
-             if clf.class_weights is not None else "") +
-            " (stages and weights chosen on the validation tiles)")
+    parts = ["a random forest over per-nucleus shape, colour and context features"]
+    if clf.patch_net is not None:
+        parts.append("a two-scale patch CNN (the 48 px patch and the 96 px window around it "
+                     "at half resolution)" if clf.patch_context else "a patch CNN (48 px)")
+    if clf.context_forest is not None:
+        parts.append("a second forest classifies again from the features, " +
+                     ("both" if clf.context_with_patch_net else "the first forest's") +
+                     " probabilities and the neighbours'")
+    if clf.patch_net is not None and clf.patch_weight:
+        parts.append(f"the CNN's probabilities averaged in (weight {clf.patch_weight})")
+    if clf.class_weights is not None:
+        parts.append(f"class probabilities weighted {clf.class_weights}")
+    return ("CoNSeP nucleus types (other, inflammatory, epithelial, spindle): " +
+            "; ".join(parts) + " (stages and weights chosen on the validation tiles)")
 
 
 def _mean_f_c(scores: dict[str, Any]) -> float:
@@ -225,6 +247,8 @@ def train_consep_classifier(
     trees: int = 100,
     seed: int = 0,
     patch_epochs: int = 25,
+    patch_context: bool = True,
+    patch_folds: int = 5,
     log: Callable[[str], None] = print,
 ) -> Path:
     """Train, validate and save the CoNSeP four-class classifier; returns its ``.npz`` path.
@@ -232,7 +256,10 @@ def train_consep_classifier(
     ``segmentation_model``'s nuclei join the training nuclei and are scored on validation.
     With ``patch_epochs`` > 0 a patch net (:mod:`~nucleoseg.classify.patch_net`) is trained
     on the same nuclei and its weight against the forest is chosen on the validation tiles
-    (best mean per-class F_c on the model's nuclei; 0 keeps the forest alone).
+    (best mean per-class F_c on the model's nuclei; 0 keeps the forest alone); a two-scale
+    one (the nucleus's 96 px surroundings too) with ``patch_context``. With ``patch_folds``
+    > 1, as many more nets give out-of-fold probabilities for a context forest that takes
+    the net's probabilities too (kept only when the validation tiles say so).
     """
     from ..inference.predict import run
     from ..inference.segment import Segmenter
@@ -242,25 +269,37 @@ def train_consep_classifier(
     seg = Segmenter.load(segmentation_model, precision="float32") if segmentation_model \
         else None
     segment = (lambda im: run(seg.segment(im))) if seg is not None else None
-    maps, patch_list = describe_tiles(fit, segment, patches=True)
+    maps, patch_list = describe_tiles(fit, segment, patches=patch_epochs > 0,
+                                      context=patch_context)
     x, y = training_set(maps)
-    patches = np.concatenate(patch_list)
     log(f"features of {len(y)} nuclei from {len(fit)} fit tiles ({time.perf_counter() - t0:.0f}s)")
     t1 = time.perf_counter()
     clf = NucleusClassifier.fit(x, y, CONSEP_CLASSES, CONSEP_COLORS, trees=trees, seed=seed,
                                 class_weight=None)
     context = fit_context_forest(maps, len(CONSEP_CLASSES), trees, seed, log=log)
     fit_s = time.perf_counter() - t1
-    patch_s = 0.0
+    patch_s, context_net = 0.0, None
     if patch_epochs > 0:
         from .patch_net import train_patch_net
+        from .stacking import oof_patch_proba
+
+        def train(p: np.ndarray, t: np.ndarray) -> Any:
+            return train_patch_net(p, t, len(CONSEP_CLASSES), epochs=patch_epochs, seed=seed,
+                                   log=log)
 
         t1 = time.perf_counter()
-        clf.patch_net = train_patch_net(patches, y, len(CONSEP_CLASSES), epochs=patch_epochs,
-                                        seed=seed, log=log)
+        clf.patch_net = train(np.concatenate([p[m.rows] for p, m in
+                                              zip(patch_list, maps, strict=True)]), y)
+        clf.patch_context = patch_context
+        if patch_folds > 1:
+            oof = oof_patch_proba(maps, patch_list, len(CONSEP_CLASSES), train, patch_folds,
+                                  log)
+            context_net = fit_context_forest(maps, len(CONSEP_CLASSES), trees, seed,
+                                             patch_folds, log=log, patch_proba=oof)
         patch_s = time.perf_counter() - t1
     on = f"{segmentation_model}_nuclei" if segment is not None else "true_nuclei"
-    validation = choose_on_validation(clf, context, val, segment, on, trees, seed, log)
+    validation = choose_on_validation(clf, context, val, segment, on, trees, seed, log,
+                                      context_net)
     clf.card.update({
         "training": {**clf.card.get("training", {}),
                      "data": "CoNSeP training set, fit tiles: true nuclei and types, and "
@@ -270,7 +309,9 @@ def train_consep_classifier(
                      "validation_tiles": [t.name for t in val],
                      "hardware": f"{platform.processor() or platform.machine()} CPU",
                      "seconds_fit": round(fit_s, 1),
-                     "seconds_patch_net": round(patch_s, 1), "patch_epochs": patch_epochs},
+                     "seconds_patch_net": round(patch_s, 1), "patch_epochs": patch_epochs,
+                     "patch_context": patch_context,
+                     "patch_folds": patch_folds if patch_epochs > 0 else 0},
         "validation": validation,
         "metrics": "HoVer-Net: centroid pairing <= 12 px, F_d, per-class F_c, accuracy",
         "license": "Derived from CoNSeP (Apache 2.0)",
