@@ -1,13 +1,14 @@
 """Where classifying a tile's nuclei spends its time, against segmenting the tile.
 
-Segments the CoNSeP validation tiles (1000x1000) with a model, then times each stage of the
-shipped classifier on its nuclei: features, forest, the context forest's inputs and trees
-(when it has one), patch cutting, patch net, and the whole
+Segments the CoNSeP validation tiles (1000x1000) with a model, then times each stage of a
+classifier (default: the shipped one) on its nuclei: features, forest, patch cutting, patch
+net, the context forest's inputs and trees (when it has one), and the whole
 ``predict`` call. Best of ``--repeat`` rounds per stage, in ms per tile, and the whole call
-as a share of the segment time. Run it from two checkouts (``PYTHONPATH=<other>/src``) for
-an A/B on the same machine. The test tiles are never read.
+as a share of the segment time. Run it from two checkouts (``PYTHONPATH=<other>/src``) or
+on two classifiers (``--classifier``) for an A/B on the same machine. The test tiles are
+never read.
 
-    python benchmarks/classify_speed.py [--model unet] [--repeat 3]
+    python benchmarks/classify_speed.py [--model unet] [--repeat 3] [--classifier NAME|NPZ]
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from __future__ import annotations
 import argparse
 import os
 import time
+
+import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -24,6 +27,7 @@ def main() -> None:
     ap.add_argument("--model", default="unet")
     ap.add_argument("--data", default=None)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--classifier", default="consep_types", help="name or .npz path")
     args = ap.parse_args()
 
     import nucleoseg
@@ -35,7 +39,7 @@ def main() -> None:
     from nucleoseg.io.consep import list_tiles
 
     seg = Segmenter.load(args.model)
-    clf = NucleusClassifier.load("consep_types")
+    clf = NucleusClassifier.load(args.classifier)
     images = [t.image() for t in list_tiles("val", args.data)]
     run(seg.segment(images[0][:256, :256]))  # compile outside the timing
     best: dict[str, float] = {}
@@ -57,20 +61,25 @@ def main() -> None:
             timed("classify (predict)", clf.predict, image, labels)
             ids, feats = timed("features", nucleus_features, image, labels)
             p1 = timed("forest", clf.forest.predict_proba, feats)
+            two_scale = getattr(clf, "patch_context", False)
+            patches = timed("patches", nucleus_patches, image, labels, ids,
+                            *((None, True) if two_scale else ()))
+            clf._runner = clf._runner or clf._patch_runner()
+            cnn = timed("patch net", clf._runner, patches)
             if getattr(clf, "context_forest", None) is not None:
                 from nucleoseg.classify.context import context_inputs, nucleus_centres
 
                 centres = timed("centres", nucleus_centres, labels, ids)
+                if getattr(clf, "context_with_patch_net", False):
+                    p1 = np.hstack([p1, cnn])
                 x = timed("neighbour means", context_inputs, feats, p1, centres,
                           clf.context_sigmas)
                 timed("context forest", clf.context_forest.predict_proba, x)
-            patches = timed("patches", nucleus_patches, image, labels, ids)
-            clf._runner = clf._runner or clf._patch_runner()
-            timed("patch net", clf._runner, patches)
         per_tile.append((len(ids), dict(best)))
         print(f"tile {k}: {len(ids)} nuclei", flush=True)
     stages = list(per_tile[0][1])
-    print(f"{args.model} nuclei, {len(images)} CoNSeP validation tiles, best of {args.repeat}; "
+    print(f"{args.model} nuclei, {args.classifier}, {len(images)} CoNSeP validation tiles, "
+          f"best of {args.repeat}; "
           f"nucleoseg from {os.path.dirname(nucleoseg.__file__)}")
     print(f"{'stage':<22}{'ms/tile':>10}")
     for s in stages:
