@@ -2,7 +2,7 @@
 
 The shipped patch net sees a 48 px crop (12 micrometres at 40x): the nucleus and its rim.
 This benchmark trains, with the shipped recipe (same architecture, epochs, augmentation and
-seed), the net on two inputs:
+seed; each batch's nuclei gathered in sorted order), the net on two inputs:
 
 - ``base``: the shipped input, 48 px RGB + the nucleus's mask (4 channels);
 - ``two_scale``: that, plus the 96 px window around it at half resolution (RGB and the
@@ -33,64 +33,15 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 CACHE = Path(os.environ.get("PATCH_CONTEXT_CACHE", "/tmp/patch_context"))
-PATCH = 48
 
 
 def two_scale_patches(image: np.ndarray, labels: np.ndarray, ids: np.ndarray,
                       centres: np.ndarray) -> np.ndarray:
     """``(N, 48, 48, 8) uint8``: the shipped patch, then the 96 px window at half resolution
-    (RGB, every nucleus's mask)."""
+    (RGB, every nucleus's mask); the base net reads the first 4 channels."""
     from nucleoseg.classify.patch_net import nucleus_patches
 
-    near = nucleus_patches(image, labels, ids, centres)
-    h, w = (image.shape[0] // 2) * 2, (image.shape[1] // 2) * 2
-    small = image[:h, :w].reshape(h // 2, 2, w // 2, 2, 3).mean((1, 3))
-    fg = (labels[:h, :w] > 0).reshape(h // 2, 2, w // 2, 2).mean((1, 3)) * 255
-    half = np.concatenate([small, fg[..., None]], -1).round().astype(np.uint8)
-    q = PATCH // 2
-    padded = np.pad(half, ((q, q), (q, q), (0, 0)), mode="reflect")
-    r = np.round(centres[:, 0] / 2).astype(np.int64)
-    c = np.round(centres[:, 1] / 2).astype(np.int64)
-    r = np.clip(r, 0, half.shape[0] - 1)
-    c = np.clip(c, 0, half.shape[1] - 1)
-    far = np.empty((ids.size, PATCH, PATCH, 4), np.uint8)
-    for k in range(ids.size):
-        far[k] = padded[r[k]:r[k] + PATCH, c[k]:c[k] + PATCH]
-    return np.concatenate([near, far], axis=-1)
-
-
-def build(n_classes: int, channels: int):
-    """The shipped patch net's architecture with ``channels`` input channels."""
-    import keras
-    from keras import layers
-
-    inputs = keras.Input((PATCH, PATCH, channels), name="patch")
-    x = layers.Rescaling(1 / 255.0)(inputs)
-    for k, filters in enumerate((16, 32, 64, 128)):
-        for _ in range(2):
-            x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
-            x = layers.BatchNormalization()(x)
-            x = layers.Activation("relu")(x)
-        if k < 3:
-            x = layers.MaxPooling2D()(x)
-    x = layers.GlobalAveragePooling2D()(x)
-    x = layers.Dropout(0.3)(x)
-    outputs = layers.Dense(n_classes, activation="softmax", dtype="float32", name="classes")(x)
-    return keras.Model(inputs, outputs, name="patch_net")
-
-
-def augment(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """The shipped augmentation, applied to both scales' RGB alike."""
-    x = np.rot90(x, int(rng.integers(4)), axes=(1, 2))
-    if rng.random() < 0.5:
-        x = x[:, :, ::-1]
-    x = x.astype(np.float32)
-    scale = rng.uniform(0.85, 1.15, (x.shape[0], 1, 1, 3))
-    shift = rng.uniform(-15, 15, (x.shape[0], 1, 1, 3))
-    x[..., :3] = np.clip(x[..., :3] * scale + shift, 0, 255)
-    if x.shape[-1] == 8:
-        x[..., 4:7] = np.clip(x[..., 4:7] * scale + shift, 0, 255)
-    return x
+    return nucleus_patches(image, labels, ids, centres, context=True)
 
 
 def cmd_data(args) -> None:
@@ -187,6 +138,7 @@ def load_maps() -> list[dict]:
 def cmd_train(args) -> None:
     import keras
 
+    from nucleoseg.classify.patch_net import _augment, build_patch_net
     from nucleoseg.models.precision import POLICIES, resolve_precision
 
     if args.fold is None:
@@ -203,7 +155,7 @@ def cmd_train(args) -> None:
     keras.utils.set_random_seed(args.seed)
     precision = resolve_precision("auto")
     keras.mixed_precision.set_global_policy(POLICIES[precision])
-    model = build(n_classes, channels)
+    model = build_patch_net(n_classes, channels)
     counts = np.bincount(targets, minlength=n_classes).astype(np.float64)
     weights = np.sqrt(counts.sum() / (n_classes * np.maximum(counts, 1)))
     batch = 64
@@ -217,13 +169,13 @@ def cmd_train(args) -> None:
         losses = []
         for s in range(steps):
             b = np.sort(order[s * batch:(s + 1) * batch])
-            loss = model.train_on_batch(augment(patches[b], rng), targets[b],
+            loss = model.train_on_batch(_augment(patches[b], rng), targets[b],
                                         sample_weight=weights[targets[b]])
             losses.append(float(np.asarray(loss).ravel()[0]))
         print(f"{args.variant} epoch {epoch + 1}/{args.epochs}: loss {np.mean(losses):.4f} "
               f"({time.perf_counter() - t0:.0f}s)", flush=True)
     keras.mixed_precision.set_global_policy("float32")
-    plain = build(n_classes, channels)
+    plain = build_patch_net(n_classes, channels)
     plain.set_weights(model.get_weights())
     if args.fold is None:
         plain.save(CACHE / f"{args.variant}.keras")
