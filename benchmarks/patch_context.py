@@ -23,6 +23,7 @@ leave-one-tile-out). The test tiles are never read.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import time
@@ -272,8 +273,14 @@ def cmd_stack(args) -> None:
     from nucleoseg.classify.recipe import (
         CONSEP_CLASSES,
         CONSEP_COLORS,
+        best_rule,
         choose_on_validation,
+        class_weight_candidates,
+        class_weight_rule,
+        counts_by_rule,
         evaluate_classifier,
+        pooled_type_scores,
+        rule_inputs,
     )
     from nucleoseg.classify.stacking import NucleusMap, fit_context_forest, training_set
     from nucleoseg.inference.predict import run
@@ -301,7 +308,7 @@ def cmd_stack(args) -> None:
     cache: dict[str, np.ndarray] = {}
 
     def segment(image):
-        key = image.tobytes()[:4096].hex() + str(image.shape)
+        key = hashlib.sha1(image.tobytes()).hexdigest()
         if key not in cache:
             cache[key] = run(seg.segment(image))
         return cache[key]
@@ -313,13 +320,40 @@ def cmd_stack(args) -> None:
     validation = choose_on_validation(clf, context, val, segment, "unet_nuclei", 100, 0,
                                       context_net=context_net)
     record["new"] = validation
-    clf.card.update({"training": {**clf.card.get("training", {}),
-                                  "patch_epochs": 25, "patch_context": True, "patch_folds": 5,
-                                  "patch_net_trained_by": "benchmarks/patch_context.py"},
-                     "validation": validation})
+    import platform
+
+    fit = list_tiles("fit", args.data)
+    clf.card.update({
+        "training": {**clf.card.get("training", {}),
+                     "data": "CoNSeP training set, fit tiles: true nuclei and types, and the "
+                             "unet model's nuclei paired to them (centroid <= 12 px) with the "
+                             "true type",
+                     "fit_tiles": [t.name for t in fit],
+                     "validation_tiles": [t.name for t in val],
+                     "hardware": f"{platform.processor() or platform.machine()} CPU (2 cores)",
+                     "patch_epochs": 25, "patch_context": True, "patch_folds": 5,
+                     "seconds_patch_net": args.seconds_patch_net,
+                     "patch_nets_trained_by": "benchmarks/patch_context.py train two_scale "
+                                              "[--fold k] (the recipe's train_patch_net "
+                                              "settings, bfloat16)"},
+        "validation": validation,
+        "validation_of_the_previous_classifier": record["shipped"],
+        "metrics": "HoVer-Net: centroid pairing <= 12 px, F_d, per-class F_c, accuracy",
+        "license": "Derived from CoNSeP (Apache 2.0)"})
     out = clf.save(args.out, "consep_types")
     print(f"saved {out}: {clf.card['description']}")
-    for what, r in (("shipped", record["shipped"]), ("new", validation["unet_nuclei"])):
+    # the class weights chosen leaving each validation tile out, scored on it (pooled)
+    cands = class_weight_candidates(CONSEP_CLASSES)
+    for what, c in (("shipped", shipped), ("new", clf)):
+        counts = counts_by_rule(rule_inputs(c, val, segment),
+                                [class_weight_rule(w) for w in cands])
+        k_all = range(len(val))
+        record[f"{what}_leave_one_tile_out"] = pooled_type_scores(
+            [counts[k][best_rule(counts, [j for j in k_all if j != k])] for k in k_all])
+    for what, r in (("shipped", record["shipped"]), ("new", validation["unet_nuclei"]),
+                    ("shipped, class weights leave-one-tile-out",
+                     record["shipped_leave_one_tile_out"]),
+                    ("new, class weights leave-one-tile-out", record["new_leave_one_tile_out"])):
         f = [r[f"f_{c}"] for c in CONSEP_CLASSES]
         print(f"{what}: accuracy {r['accuracy']:.4f}, F_c {' / '.join(f'{v:.4f}' for v in f)}"
               f", mean {np.mean(f):.4f}")
@@ -346,6 +380,8 @@ def main() -> None:
     st = sub.add_parser("stack")
     st.add_argument("--out", default=str(CACHE / "classifier"))
     st.add_argument("--json", default=None)
+    st.add_argument("--seconds-patch-net", type=float, default=None,
+                    help="the nets' training time, for the card")
     args = ap.parse_args()
     {"data": cmd_data, "maps": cmd_maps, "train": cmd_train, "eval": cmd_eval,
      "stack": cmd_stack}[args.cmd](args)
