@@ -241,10 +241,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--no-patch-context", action="store_true",
                    help="a patch CNN that sees the 48 px patch only (default: also the "
                         "96 px window around it at half resolution)")
-    c.add_argument("--patch-folds", type=int, default=5,
-                   help="patch CNNs trained on folds of the fit tiles, whose out-of-fold "
-                        "probabilities teach a context forest that takes the CNN's too "
-                        "(kept when the validation tiles say so; 0: none, 5x less time)")
+    c.add_argument("--patch-folds", type=int, default=0,
+                   help="patch CNNs trained on folds of the fit tiles (e.g. 5), whose "
+                        "out-of-fold probabilities teach a context forest that takes the "
+                        "CNN's too, kept when the validation tiles say so; default 0 "
+                        "(none): 5 folds cost ~4x the time and did not help on validation")
     _add_backend(c)
     c.set_defaults(func=cli_train.cmd_train_classifier)
 

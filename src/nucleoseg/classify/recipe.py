@@ -248,7 +248,7 @@ def train_consep_classifier(
     seed: int = 0,
     patch_epochs: int = 25,
     patch_context: bool = True,
-    patch_folds: int = 5,
+    patch_folds: int = 0,
     log: Callable[[str], None] = print,
 ) -> Path:
     """Train, validate and save the CoNSeP four-class classifier; returns its ``.npz`` path.
@@ -259,7 +259,10 @@ def train_consep_classifier(
     (best mean per-class F_c on the model's nuclei; 0 keeps the forest alone); a two-scale
     one (the nucleus's 96 px surroundings too) with ``patch_context``. With ``patch_folds``
     > 1, as many more nets give out-of-fold probabilities for a context forest that takes
-    the net's probabilities too (kept only when the validation tiles say so).
+    the net's probabilities too (kept only when the validation tiles say so). Off by
+    default: five fold nets cost about 4x the training time and scored below the plain
+    context forest on the validation tiles once class weights were chosen
+    (``benchmarks/results/patch_stack_val_cpu.txt``).
     """
     from ..inference.predict import run
     from ..inference.segment import Segmenter
