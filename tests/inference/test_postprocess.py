@@ -220,6 +220,41 @@ def test_dynamic_markers_hold_one_h_maximum_each():
         assert len({int(m[0]) for m in marker_of}) == n_ref == np.unique(markers[region]).size
 
 
+def test_ascent_basins_match_a_flood_from_the_maxima_and_cross_plateaus():
+    from scipy import ndimage as ndi
+    from skimage.morphology import local_maxima
+    from skimage.segmentation import watershed
+
+    from nucleoseg.inference.postprocess import ascent_basins
+
+    rng = np.random.default_rng(0)
+    for sigma in (1, 3):
+        height = ndi.gaussian_filter(rng.normal(size=(150, 150)), sigma).astype(np.float32)
+        mask = height > np.quantile(height, 0.3)
+        peaks = local_maxima(np.where(mask, height, height.min() - 1), connectivity=1,
+                             allow_borders=True) & mask
+        seeds, n = ndi.label(peaks)
+        assert n > 20
+        np.testing.assert_array_equal(ascent_basins(height, mask, seeds),
+                                      watershed(-height, seeds, mask=mask))
+    # a ramp up to a shelf (no higher neighbour there), the shelf on to a higher ramp, and
+    # a second maximum on the left whose seed marks only part of its plateau
+    height = np.zeros((4, 12), np.float32)
+    height[:, :4] = np.arange(4)
+    height[:, 4:8] = 3
+    height[:, 8:] = np.arange(4, 8)
+    height[:, :2] = 10
+    seeds = np.zeros(height.shape, np.int32)
+    seeds[:, -1], seeds[1, 0] = 1, 2
+    got = ascent_basins(height, np.ones(height.shape, bool), seeds)
+    assert (got[:, :3] == 2).all() and (got[:, 3:] == 1).all()
+    # only the mask is labelled, and a mask piece without a seed stays 0
+    mask = np.ones(height.shape, bool)
+    mask[:, 2] = False
+    got = ascent_basins(height, mask, np.where(np.arange(12) >= 3, seeds, 0))
+    assert (got[:, :3] == 0).all() and (got[:, 3:] == 1).all()
+
+
 def test_select_postprocess_takes_the_dynamic_rule_only_where_it_helps():
     from nucleoseg.training.recipe import select_postprocess
 

@@ -184,7 +184,9 @@ def dynamic_markers(height: np.ndarray, region: np.ndarray, h: float) -> np.ndar
     markers, one per significant maximum, and together they cover ``region``. Each marker
     holds exactly one component of ``skimage.morphology.h_maxima(height, h)`` (tested);
     working on the graph of basins rather than by grey-level reconstruction makes it about
-    3x faster than ``h_maxima`` and a flood. Pieces holding one maximum are never flooded.
+    3x faster than ``h_maxima`` and a flood. The basins come from :func:`ascent_basins`
+    (4-5x faster than a priority flood from the maxima). Pieces holding one maximum get no
+    basins at all.
 
     Parameters
     ----------
@@ -202,7 +204,6 @@ def dynamic_markers(height: np.ndarray, region: np.ndarray, h: float) -> np.ndar
     """
     from scipy import ndimage as ndi
     from skimage.morphology import local_maxima
-    from skimage.segmentation import watershed
 
     pieces, n_pieces = ndi.label(region)
     if n_pieces == 0:
@@ -220,19 +221,95 @@ def dynamic_markers(height: np.ndarray, region: np.ndarray, h: float) -> np.ndar
     if several.any():
         box = ndi.find_objects(np.where(several[pieces], 1, 0))[0]
         inside = several[pieces[box]]
-        basins = watershed(-height[box], np.where(inside, maxima[box], 0), mask=inside)
-        markers[box] = _group_basins(basins, height[box], n, h)
+        peak = np.full(n + 1, -np.inf, np.float32)
+        peak[maxima[peaks]] = height[peaks]  # a maximum is a plateau: any of its pixels
+        basins = ascent_basins(height[box], inside, maxima[box])
+        markers[box] = _group_basins(basins, height[box], peak, h)
     single = ~several[pieces] & region
     first = (int(markers.max()) if several.any() else 0) + 1
     markers[single] = pieces[single] + first
     return markers
 
 
-def _group_basins(basins: np.ndarray, height: np.ndarray, n: int, h: float) -> np.ndarray:
+def ascent_basins(height: np.ndarray, mask: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+    """Label each ``mask`` pixel with the seed its steepest ascent of ``height`` reaches.
+
+    Each pixel points to its highest 4-neighbour inside ``mask`` when that one is strictly
+    higher, and seed pixels point to themselves; pointer doubling then finds every pixel's
+    end in a few vectorised passes. Pixels of a plateau below a maximum have no higher
+    neighbour: labels spread over such plateaus from their already labelled pixels. With the
+    maxima of ``height`` as ``seeds`` this is the partition a priority flood from them
+    (``skimage.segmentation.watershed(-height, seeds, mask=mask)``) gives up to ties
+    between equally high neighbours (identical on a 4096² UNet map, tested on random
+    fields), at a fifth of its time, since no pixel waits in a queue.
+
+    Parameters
+    ----------
+    height : numpy.ndarray
+        ``(H, W)`` float image.
+    mask : numpy.ndarray
+        ``(H, W)`` bool, the pixels to label.
+    seeds : numpy.ndarray
+        ``(H, W)`` int labels, > 0 on the seed pixels (every maximum of ``height`` inside
+        ``mask`` must hold one, or the pixels ascending to it stay 0).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(H, W) int32``, 0 outside ``mask``.
+    """
+    hgt, wid = mask.shape
+    padded = np.zeros((hgt + 2, wid + 2), bool)
+    padded[1:-1, 1:-1] = mask
+    flat = np.flatnonzero(padded)
+    index = np.full(padded.size, -1, np.int32)  # padded position -> index among mask pixels
+    index[flat] = np.arange(flat.size, dtype=np.int32)
+    h = np.asarray(height, np.float32)[mask]
+    label = np.asarray(seeds)[mask].astype(np.int32)
+    top = h.copy()
+    parent = np.arange(flat.size, dtype=np.int32)
+    steps = (-(wid + 2), -1, 1, wid + 2)
+    for step in steps:
+        nb = index[flat + step]
+        nh = np.where(nb >= 0, h[nb], -np.inf)
+        up = nh > top
+        top[up], parent[up] = nh[up], nb[up]
+    is_seed = label > 0
+    parent[is_seed] = np.flatnonzero(is_seed)
+    while True:  # pointer doubling: each pass halves every remaining path
+        grand = parent[parent]
+        if np.array_equal(grand, parent):
+            break
+        parent = grand
+    out = label[parent]
+    stuck = np.flatnonzero((out == 0) & (parent == np.arange(flat.size)))
+    while stuck.size:  # ends on plateaus below a maximum, one ring of pixels per pass
+        got = np.zeros(stuck.size, np.int32)
+        best = np.full(stuck.size, -np.inf, np.float32)
+        for step in steps:
+            nb = index[flat[stuck] + step]
+            ok = nb >= 0
+            nb = np.maximum(nb, 0)
+            nl, nh = np.where(ok, out[nb], 0), np.where(ok, h[nb], -np.inf)
+            take = (nl > 0) & (nh >= h[stuck]) & (nh > best)
+            got[take], best[take] = nl[take], nh[take]
+        if not got.any():
+            break  # a maximum without a seed
+        out[stuck] = got
+        stuck = stuck[got == 0]
+    rest = out == 0
+    out[rest] = out[parent[rest]]  # the pixels ascending to those ends
+    labels = np.zeros(mask.shape, np.int32)
+    labels[mask] = out
+    return labels
+
+
+def _group_basins(basins: np.ndarray, height: np.ndarray, peak: np.ndarray, h: float
+                  ) -> np.ndarray:
     """Basins merged across their highest passes until each group holds one maximum of
-    dynamic >= ``h`` (union-find over the basin graph, passes in falling order)."""
-    peak = np.full(n + 1, -np.inf, np.float32)
-    np.maximum.at(peak, basins.ravel(), height.ravel())
+    dynamic >= ``h`` (union-find over the basin graph, passes in falling order); ``peak``
+    holds each basin's maximum height, by basin id."""
+    n = peak.size - 1
     ends, passes = [], []
     for a, b in (((slice(None), slice(None, -1)), (slice(None), slice(1, None))),
                  ((slice(None, -1), slice(None)), (slice(1, None), slice(None)))):
