@@ -192,11 +192,12 @@ def describe() -> list[str]:
                          else f"GPUs: {', '.join(gpus) if gpus else 'none'}"))
         else:
             lines.append(f"  {name}: not installed")
-    from .models.precision import cpu_has_native_bfloat16
+    from .models.precision import cpu_auto_precision, cpu_has_native_bfloat16
 
+    engine = "openvino" if choice.backend == "openvino" else "keras"
+    precision, why = cpu_auto_precision(engine)
     lines.append(f"CPU computes bfloat16 natively: {'yes' if cpu_has_native_bfloat16() else 'no'}"
-                 " (auto precision on the CPU: "
-                 f"{'bfloat16' if cpu_has_native_bfloat16() else 'float32'})")
+                 f"; auto precision on the CPU: {precision} ({why})")
     if choice.device != "gpu":
         lines.append("for a GPU: " + GPU_INSTALL.get(sys.platform, GPU_INSTALL["linux"]))
     return lines

@@ -41,6 +41,13 @@ PALETTE = ("#ffd400", "#00c8ff", "#ff3030", "#30ff60", "#ff8c00", "#b070ff", "#f
            "#00ffd0")
 
 
+def context_width(n_features: int, n_classes: int, n_sigmas: int, with_net: bool) -> int:
+    """How many inputs the context forest reads: the features, then the first forest's
+    probabilities (and the patch net's, ``with_net``) and their neighbour mean at each
+    sigma."""
+    return n_features + n_classes * (1 + n_sigmas) * (1 + int(with_net))
+
+
 @dataclass
 class NucleusClassifier:
     """Classes of nuclei from an image and its instance labels.
@@ -247,7 +254,10 @@ class NucleusClassifier:
                 "inputs": "features, the first forest's probabilities" +
                           (" and the patch net's" if self.context_with_patch_net else "") +
                           ", the Gaussian-weighted mean of the other nuclei's at each sigma",
-                "patch_net_inputs": self.context_with_patch_net}
+                "patch_net_inputs": self.context_with_patch_net,
+                "input_count": context_width(len(FEATURE_NAMES), len(self.classes),
+                                             len(self.context_sigmas),
+                                             self.context_with_patch_net)}
         if self.class_weights is not None:
             card["class_weights"] = [float(w) for w in self.class_weights]
         np.savez_compressed(buf, **arrays)
@@ -342,8 +352,12 @@ class NucleusClassifier:
                 raise ValueError("one colour per class")
             forest.check(n_in, len(classes))
             if context is not None:
-                context.check(n_in + len(classes) * (1 + len(sigmas)) * (1 + with_net),
-                              len(classes))
+                width = context_width(n_in, len(classes), len(sigmas), with_net)
+                fitted = card["context_forest"].get("input_count", width)
+                if fitted != width:
+                    raise ValueError(f"its context forest was fitted on {fitted} inputs; "
+                                     f"the card's settings give {width}")
+                context.check(width, len(classes))
         except (OSError, ValueError, KeyError) as exc:
             raise ClassifierError(f"cannot use {path.name}: {exc}") from None
         net, weight, ir, two_scale = load_patch_net(path, card.get("patch_net"), len(classes))

@@ -1,16 +1,25 @@
 """Inference precision: float32, or bfloat16/float16 compute with float32 weights and outputs.
 
 ``"auto"`` picks bfloat16 on a CPU that computes it natively (x86 ``avx512_bf16`` or
-``amx_bf16``: oneDNN then runs the convolutions 1.4-1.7x faster than in float32, see
-``benchmarks/results/throughput_cpu_bf16.txt``) and float32 everywhere else, so a machine
-without native bfloat16 never runs an emulated, slower path. The accuracy change of the
-shipped models is in ``benchmarks/results/precision_val_cpu.txt``, the model cards
+``amx_bf16``) *and* runs it faster there, and float32 everywhere else. The flag alone is
+not enough: on a 2-core AMD EPYC OpenVINO's bfloat16 ran the UNet 4.5x faster than its
+float32, on a 2-core Intel Xeon VM with the same flag (no AMX) 1.8x *slower*
+(``benchmarks/results/cpu_precision_probe.txt``). So the first ``auto`` on a machine times a
+small convolution stack in both precisions on the engine that will run the models
+(:func:`bfloat16_pays`, well under a second) and the answer is kept in the user cache
+folder, keyed by the CPU, the engine and its version. The accuracy change of the shipped
+models is in ``benchmarks/results/precision_val_cpu.txt``, the model cards
 (``test.bfloat16``) and the README.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import tempfile
+import time
+from pathlib import Path
 from typing import Any
 
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
@@ -22,20 +31,189 @@ def cpu_has_native_bfloat16() -> bool:
     """True when this x86 CPU advertises bfloat16 arithmetic (``avx512_bf16``/``amx_bf16``).
 
     Reads ``/proc/cpuinfo`` (Linux); elsewhere answers False (float32 is then used).
-    ``NUCLEOSEG_NATIVE_BF16=0/1`` overrides the answer.
+    ``NUCLEOSEG_NATIVE_BF16=0/1`` overrides the answer (and, for ``"auto"``, the
+    measurement of :func:`bfloat16_pays`).
     """
     forced = os.environ.get("NUCLEOSEG_NATIVE_BF16")
     if forced in ("0", "1"):
         return forced == "1"
+    return bool(_cpu_flags()[1] & {"avx512_bf16", "amx_bf16"})
+
+
+#: bfloat16 is chosen when it takes at most this share of float32's time on the probe.
+BF16_MAX_TIME_RATIO = 0.9
+_PAYS: dict[str, dict] = {}  # per engine key, the measurement this process used
+
+
+def _cpu_flags() -> tuple[str, set[str]]:
+    """This CPU's model name and flags from ``/proc/cpuinfo`` (empty elsewhere)."""
+    name, flags = "", set()
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("flags"):
+                if line.startswith("model name") and not name:
+                    name = line.split(":", 1)[1].strip()
+                elif line.startswith("flags") and not flags:
                     flags = set(line.split(":", 1)[1].split())
-                    return bool(flags & {"avx512_bf16", "amx_bf16"})
     except OSError:
         pass
-    return False
+    return name, flags
+
+
+def _probe_key(engine: str) -> str:
+    """What the measurement depends on: the CPU, its core count, the engine and its version."""
+    import platform
+
+    name, flags = _cpu_flags()
+    if engine == "openvino":
+        import openvino
+
+        version = f"openvino {openvino.__version__.split('-')[0]}"
+    else:
+        import keras
+
+        backend = keras.backend.backend()
+        module = __import__({"tensorflow": "tensorflow", "jax": "jax",
+                             "torch": "torch"}.get(backend, "keras"))
+        version = f"keras {keras.__version__} {backend} {getattr(module, '__version__', '')}"
+    cpu = f"{name or platform.processor() or platform.machine()} x{os.cpu_count()}"
+    digest = hashlib.sha256(" ".join(sorted(flags)).encode()).hexdigest()[:12]
+    return f"{cpu} flags:{digest} {version}"
+
+
+def _probe_file() -> Path:
+    """Where measured answers are kept (``$NUCLEOSEG_CACHE`` or the user cache folder)."""
+    root = os.environ.get("NUCLEOSEG_CACHE")
+    if not root:
+        from platformdirs import user_cache_dir
+
+        root = user_cache_dir("nucleoseg")
+    return Path(root) / "cpu_precision.json"
+
+
+def _time_openvino(side: int = 160, channels: int = 64, layers: int = 3,
+                   rounds: int = 3) -> dict[str, float]:
+    """Best seconds of a 3x3 convolution stack in OpenVINO, float32 and bfloat16 hints."""
+    import numpy as np
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    rng = np.random.default_rng(0)
+    x = ops.parameter([1, channels, side, side], np.float32)
+    y = x
+    for _ in range(layers):
+        w = (rng.standard_normal((channels, channels, 3, 3)) * 0.05).astype(np.float32)
+        y = ops.relu(ops.convolution(y, ops.constant(w), [1, 1], [1, 1], [1, 1], [1, 1]))
+    model, core = ov.Model([y], [x]), ov.Core()
+    data = rng.random((1, channels, side, side), dtype=np.float32)
+    out = {}
+    for precision, hint in (("float32", "f32"), ("bfloat16", "bf16")):
+        request = core.compile_model(model, "CPU", {
+            "INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
+        ).create_infer_request()
+        request.infer({0: data})  # warm-up
+        out[precision] = _best(lambda r=request: r.infer({0: data}), rounds)
+    return out
+
+
+def _time_keras(side: int = 160, channels: int = 64, layers: int = 3,
+                rounds: int = 3) -> dict[str, float]:
+    """Best seconds of a 3x3 convolution stack in Keras on this backend, float32 and
+    mixed bfloat16 (what :func:`with_precision` builds)."""
+    import keras
+    import numpy as np
+
+    data = np.random.default_rng(0).random((1, side, side, channels), dtype=np.float32)
+    out = {}
+    for precision in ("float32", "bfloat16"):
+        inputs = keras.Input((side, side, channels))
+        y = inputs
+        for _ in range(layers):
+            y = keras.layers.Conv2D(channels, 3, padding="same", activation="relu",
+                                    dtype=POLICIES[precision])(y)
+        model = keras.Model(inputs, y)
+        model(data)  # warm-up (traces the graph)
+        out[precision] = _best(lambda m=model: keras.ops.convert_to_numpy(m(data)), rounds)
+    return out
+
+
+def _best(call: Any, rounds: int) -> float:
+    best = float("inf")
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        call()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def bfloat16_pays(engine: str = "openvino", measure: Any = None) -> dict:
+    """Whether bfloat16 runs convolutions faster than float32 on this CPU and ``engine``
+    (``"openvino"`` or ``"keras"``, the backend Keras runs on), measured once per machine.
+
+    The answer comes from this process's memory, then from the cache file, else from
+    timing a small 3x3 convolution stack in both precisions (``measure``, a callable
+    returning ``{"float32": s, "bfloat16": s}``, replaces the timing in tests), kept in the
+    cache file atomically; a read-only cache only costs the measurement next time.
+
+    Returns
+    -------
+    dict
+        ``{"bfloat16": bool, "float32_s": ..., "bfloat16_s": ..., "key": ..., "source":
+        "measured" | "cache"}``; ``bfloat16`` is True when bfloat16 took at most
+        :data:`BF16_MAX_TIME_RATIO` of float32's time.
+    """
+    key = f"{engine}: {_probe_key(engine)}"
+    if key in _PAYS:
+        return _PAYS[key]
+    path = _probe_file()
+    try:
+        known = json.loads(path.read_text())
+        if not isinstance(known, dict):
+            known = {}
+    except (OSError, ValueError):
+        known = {}
+    entry = known.get(key)
+    if isinstance(entry, dict) and {"float32_s", "bfloat16_s"} <= set(entry):
+        result = {**entry, "source": "cache"}
+    else:
+        times = (measure or (_time_openvino if engine == "openvino" else _time_keras))()
+        result = {"float32_s": round(float(times["float32"]), 5),
+                  "bfloat16_s": round(float(times["bfloat16"]), 5),
+                  "measured": time.strftime("%Y-%m-%d %H:%M")}
+        known[key] = result
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".cpu_precision-")
+            with os.fdopen(fd, "w") as f:
+                json.dump(known, f, indent=1)
+            os.replace(tmp, path)
+        except OSError:
+            pass
+        result = {**result, "source": "measured"}
+    result["bfloat16"] = result["bfloat16_s"] <= BF16_MAX_TIME_RATIO * result["float32_s"]
+    result["key"] = key
+    _PAYS[key] = result
+    return result
+
+
+def cpu_auto_precision(engine: str = "openvino", card: Any = None) -> tuple[str, str]:
+    """What ``"auto"`` runs on this CPU with ``engine``, and why (one line)."""
+    from .card import ModelCard
+
+    if not (ModelCard.coerce(card).inference.cpu_bfloat16 or engine == "openvino"):
+        return "float32", "the model card opts out of bfloat16 on the CPU"
+    forced = os.environ.get("NUCLEOSEG_NATIVE_BF16")
+    if forced in ("0", "1"):
+        return ("bfloat16" if forced == "1" else "float32",
+                f"NUCLEOSEG_NATIVE_BF16={forced} (no measurement)")
+    if not cpu_has_native_bfloat16():
+        return "float32", "the CPU has no native bfloat16"
+    pays = bfloat16_pays(engine)
+    ratio = pays["bfloat16_s"] / max(pays["float32_s"], 1e-9)
+    verdict = "faster" if pays["bfloat16"] else "not faster"
+    return ("bfloat16" if pays["bfloat16"] else "float32",
+            f"native bfloat16, {verdict} here: {ratio:.2f}x float32's time on a "
+            f"convolution probe ({pays['source']})")
 
 
 def _accelerator_present() -> bool:
@@ -68,13 +246,9 @@ def resolve_precision(precision: str = "auto", card: Any = None, engine: str = "
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     if precision != "auto":
         return precision
-    from .card import ModelCard
-
-    wanted = ModelCard.coerce(card).inference.cpu_bfloat16 or engine == "openvino"
-    if wanted and cpu_has_native_bfloat16() and (engine == "openvino" or
-                                                  not _accelerator_present()):
-        return "bfloat16"
-    return "float32"
+    if engine != "openvino" and _accelerator_present():
+        return "float32"
+    return cpu_auto_precision(engine, card)[0]
 
 
 def with_precision(model: Any, precision: str) -> Any:
