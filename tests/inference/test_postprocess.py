@@ -220,6 +220,35 @@ def test_dynamic_markers_hold_one_h_maximum_each():
         assert len({int(m[0]) for m in marker_of}) == n_ref == np.unique(markers[region]).size
 
 
+def test_flooding_all_pieces_in_one_call_equals_a_call_per_piece():
+    """The packed flood (every piece with two or more markers on one canvas) gives exactly
+    what one watershed call per piece gives, on a field with shelves to spare."""
+    from scipy import ndimage as ndi
+    from skimage.segmentation import watershed
+
+    from nucleoseg.inference.postprocess import flood_markers
+
+    rng = np.random.default_rng(5)
+    field = ndi.gaussian_filter(rng.normal(size=(700, 700)), 4).astype(np.float32)
+    mask = field > 0.02
+    markers, _ = ndi.label(field > 0.06)
+    pieces, _ = ndi.label(mask)
+    ref = np.zeros(mask.shape, np.int32)
+    several = 0
+    for piece, box in enumerate(ndi.find_objects(pieces), start=1):
+        own = pieces[box] == piece
+        ids = np.unique(markers[box][own])
+        ids = ids[ids > 0]
+        if ids.size == 1:
+            ref[box][own] = ids[0]
+        elif ids.size > 1:
+            several += 1
+            ref[box][own] = watershed(-field[box], np.where(own, markers[box], 0),
+                                      mask=own)[own]
+    assert several > 60  # boxes wider in all than one 2048 px shelf
+    np.testing.assert_array_equal(flood_markers(field, markers, mask, invert=True), ref)
+
+
 def test_ascent_basins_match_a_flood_from_the_maxima_and_cross_plateaus():
     from scipy import ndimage as ndi
     from skimage.morphology import local_maxima
