@@ -57,6 +57,14 @@ def test_auto_takes_bfloat16_only_where_a_measurement_says_it_pays(monkeypatch, 
                                                                else "float32")
         if native:
             assert "convolution probe (cache)" in precision.cpu_auto_precision("openvino")[1]
+    # a probe that cannot run answers float32, says why, and leaves the cache alone
+    monkeypatch.setattr(precision, "_PAYS", {})
+    cache.write_text(before := "{}")
+    failed = precision.bfloat16_pays("openvino", measure=lambda: 1 / 0)
+    assert failed["bfloat16"] is False and failed["source"].startswith("probe failed")
+    assert cache.read_text() == before
+    if native:
+        assert precision.cpu_auto_precision("openvino")[0] == "float32"
     # a damaged cache file is measured again and rewritten
     cache.write_text("{not json")
     monkeypatch.setattr(precision, "_PAYS", {})

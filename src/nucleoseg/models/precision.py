@@ -159,8 +159,9 @@ def bfloat16_pays(engine: str = "openvino", measure: Any = None) -> dict:
     -------
     dict
         ``{"bfloat16": bool, "float32_s": ..., "bfloat16_s": ..., "key": ..., "source":
-        "measured" | "cache"}``; ``bfloat16`` is True when bfloat16 took at most
-        :data:`BF16_MAX_TIME_RATIO` of float32's time.
+        "measured" | "cache" | "probe failed: ..."}``; ``bfloat16`` is True when bfloat16
+        took at most :data:`BF16_MAX_TIME_RATIO` of float32's time. A probe that raises
+        answers float32 for this process and is not cached (tried again next time).
     """
     key = f"{engine}: {_probe_key(engine)}"
     if key in _PAYS:
@@ -176,7 +177,13 @@ def bfloat16_pays(engine: str = "openvino", measure: Any = None) -> dict:
     if isinstance(entry, dict) and {"float32_s", "bfloat16_s"} <= set(entry):
         result = {**entry, "source": "cache"}
     else:
-        times = (measure or (_time_openvino if engine == "openvino" else _time_keras))()
+        try:
+            times = (measure or (_time_openvino if engine == "openvino" else _time_keras))()
+        except Exception as exc:  # a probe that cannot run must never stop inference
+            result = {"bfloat16": False, "float32_s": 1.0, "bfloat16_s": 1.0, "key": key,
+                      "source": f"probe failed: {type(exc).__name__}: {exc}"[:200]}
+            _PAYS[key] = result
+            return result
         result = {"float32_s": round(float(times["float32"]), 5),
                   "bfloat16_s": round(float(times["bfloat16"]), 5),
                   "measured": time.strftime("%Y-%m-%d %H:%M")}
@@ -209,6 +216,8 @@ def cpu_auto_precision(engine: str = "openvino", card: Any = None) -> tuple[str,
     if not cpu_has_native_bfloat16():
         return "float32", "the CPU has no native bfloat16"
     pays = bfloat16_pays(engine)
+    if pays["source"].startswith("probe failed"):
+        return "float32", f"native bfloat16, but its {pays['source']}"
     ratio = pays["bfloat16_s"] / max(pays["float32_s"], 1e-9)
     verdict = "faster" if pays["bfloat16"] else "not faster"
     return ("bfloat16" if pays["bfloat16"] else "float32",
