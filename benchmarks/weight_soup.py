@@ -41,7 +41,7 @@ def evaluate(model, card, names, images, labels) -> tuple[dict, dict]:
     from nucleoseg.evaluation.metrics import Counts, counts
     from nucleoseg.inference.postprocess import probabilities_to_labels
     from nucleoseg.inference.predict import predict_tiled, run
-    from nucleoseg.training.recipe import select_postprocess
+    from nucleoseg.training.postprocess_choice import select_postprocess
 
     inf = card.inference
     probs = [run(predict_tiled(model, im, inf.tile, inf.halo, inf.stride, batch_size=2))

@@ -378,7 +378,7 @@ def test_tune_chooses_the_marker_rule_on_validation_tiles(tmp_path, threshold_mo
     import json
     import shutil
 
-    from nucleoseg.training.recipe import MARKER_DYNAMICS, MARKER_LEVELS, MARKER_SIGMAS
+    from nucleoseg.training.postprocess_choice import MARKER_DYNAMICS, MARKER_LEVELS, MARKER_SIGMAS
 
     for suffix in (".keras", ".json"):
         shutil.copy(threshold_model_path.with_suffix(suffix), tmp_path / f"m{suffix}")

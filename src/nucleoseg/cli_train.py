@@ -132,12 +132,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from .inference.segment import Segmenter
     from .io.datasets import parse_datasets
     from .models.weights import check_not_shipped, resolve_model_path, write_card
-    from .training.recipe import (
-        data_sets_of,
-        load_split,
-        scores_by_data_set,
-        select_postprocess,
-    )
+    from .training.postprocess_choice import scores_by_data_set, select_postprocess
+    from .training.recipe import data_sets_of, load_split
 
     path = resolve_model_path(args.model)
     if args.write:

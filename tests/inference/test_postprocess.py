@@ -285,7 +285,7 @@ def test_ascent_basins_match_a_flood_from_the_maxima_and_cross_plateaus():
 
 
 def test_select_postprocess_takes_the_dynamic_rule_only_where_it_helps():
-    from nucleoseg.training.recipe import select_postprocess
+    from nucleoseg.training.postprocess_choice import select_postprocess
 
     probs = _two_touching_interiors(dip=0.95)
     truth = np.zeros(probs.shape[:2], np.int32)

@@ -37,13 +37,10 @@ def available() -> bool:
 
 
 def cache_folder() -> Path:
-    """Where converted models are kept (``$NUCLEOSEG_CACHE`` or the user cache folder)."""
-    root = os.environ.get("NUCLEOSEG_CACHE")
-    if root:
-        return Path(root) / "openvino"
-    from platformdirs import user_cache_dir
+    """Where converted models are kept (``openvino/`` in the project's cache folder)."""
+    from ..models.precision import cache_root
 
-    return Path(user_cache_dir("nucleoseg")) / "openvino"
+    return cache_root() / "openvino"
 
 
 class OpenVINOModel:

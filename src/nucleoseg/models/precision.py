@@ -14,10 +14,11 @@ models is in ``benchmarks/results/precision_val_cpu.txt``, the model cards
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -45,8 +46,9 @@ BF16_MAX_TIME_RATIO = 0.9
 _PAYS: dict[str, dict] = {}  # per engine key, the measurement this process used
 
 
-def _cpu_flags() -> tuple[str, set[str]]:
-    """This CPU's model name and flags from ``/proc/cpuinfo`` (empty elsewhere)."""
+@functools.cache
+def _cpu_flags() -> tuple[str, frozenset[str]]:
+    """This CPU's model name and flags from ``/proc/cpuinfo`` (empty elsewhere), read once."""
     name, flags = "", set()
     try:
         with open("/proc/cpuinfo") as f:
@@ -57,7 +59,7 @@ def _cpu_flags() -> tuple[str, set[str]]:
                     flags = set(line.split(":", 1)[1].split())
     except OSError:
         pass
-    return name, flags
+    return name, frozenset(flags)
 
 
 def _probe_key(engine: str) -> str:
@@ -81,14 +83,20 @@ def _probe_key(engine: str) -> str:
     return f"{cpu} flags:{digest} {version}"
 
 
-def _probe_file() -> Path:
-    """Where measured answers are kept (``$NUCLEOSEG_CACHE`` or the user cache folder)."""
+def cache_root() -> Path:
+    """The project's cache folder: ``$NUCLEOSEG_CACHE`` or the user cache folder (measured
+    precisions here, converted OpenVINO models in its ``openvino/``)."""
     root = os.environ.get("NUCLEOSEG_CACHE")
-    if not root:
-        from platformdirs import user_cache_dir
+    if root:
+        return Path(root)
+    from platformdirs import user_cache_dir
 
-        root = user_cache_dir("nucleoseg")
-    return Path(root) / "cpu_precision.json"
+    return Path(user_cache_dir("nucleoseg"))
+
+
+def _probe_file() -> Path:
+    """Where measured answers are kept."""
+    return cache_root() / "cpu_precision.json"
 
 
 def _time_openvino(side: int = 160, channels: int = 64, layers: int = 3,
@@ -188,14 +196,10 @@ def bfloat16_pays(engine: str = "openvino", measure: Any = None) -> dict:
                   "bfloat16_s": round(float(times["bfloat16"]), 5),
                   "measured": time.strftime("%Y-%m-%d %H:%M")}
         known[key] = result
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".cpu_precision-")
-            with os.fdopen(fd, "w") as f:
-                json.dump(known, f, indent=1)
-            os.replace(tmp, path)
-        except OSError:
-            pass
+        from ..io.atomic import atomic_write_bytes
+
+        with contextlib.suppress(OSError):  # a read-only cache: measured again next time
+            atomic_write_bytes(path, json.dumps(known, indent=1).encode())
         result = {**result, "source": "measured"}
     result["bfloat16"] = result["bfloat16_s"] <= BF16_MAX_TIME_RATIO * result["float32_s"]
     result["key"] = key

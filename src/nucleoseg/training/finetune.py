@@ -292,7 +292,7 @@ class HoldoutCheck(_holdout_callback_base()):
 
     def repick(self, model) -> tuple[PostprocessParams, dict[str, float]]:
         """Post-processing chosen on the held-out pairs, and the scores with it."""
-        from .recipe import select_postprocess
+        from .postprocess_choice import select_postprocess
 
         best, scores, _ = select_postprocess(self._probs(model), [lab for _, lab in self.pairs])
         return best, {k: round(v, 4) for k, v in scores.items()}
