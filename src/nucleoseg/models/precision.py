@@ -75,8 +75,7 @@ def _probe_key(engine: str) -> str:
         import keras
 
         backend = keras.backend.backend()
-        module = __import__({"tensorflow": "tensorflow", "jax": "jax",
-                             "torch": "torch"}.get(backend, "keras"))
+        module = __import__(backend) if backend in ("tensorflow", "jax", "torch") else keras
         version = f"keras {keras.__version__} {backend} {getattr(module, '__version__', '')}"
     cpu = f"{name or platform.processor() or platform.machine()} x{os.cpu_count()}"
     digest = hashlib.sha256(" ".join(sorted(flags)).encode()).hexdigest()[:12]
@@ -167,8 +166,9 @@ def bfloat16_pays(engine: str = "openvino", measure: Any = None) -> dict:
     -------
     dict
         ``{"bfloat16": bool, "float32_s": ..., "bfloat16_s": ..., "key": ..., "source":
-        "measured" | "cache" | "probe failed: ..."}``; ``bfloat16`` is True when bfloat16
-        took at most :data:`BF16_MAX_TIME_RATIO` of float32's time. A probe that raises
+        "measured" | "cache" | "probe failed: ..."}`` (no times when it failed);
+        ``bfloat16`` is True when bfloat16 took at most :data:`BF16_MAX_TIME_RATIO` of
+        float32's time. A probe that raises
         answers float32 for this process and is not cached (tried again next time).
     """
     key = f"{engine}: {_probe_key(engine)}"
@@ -188,7 +188,7 @@ def bfloat16_pays(engine: str = "openvino", measure: Any = None) -> dict:
         try:
             times = (measure or (_time_openvino if engine == "openvino" else _time_keras))()
         except Exception as exc:  # a probe that cannot run must never stop inference
-            result = {"bfloat16": False, "float32_s": 1.0, "bfloat16_s": 1.0, "key": key,
+            result = {"bfloat16": False, "key": key,
                       "source": f"probe failed: {type(exc).__name__}: {exc}"[:200]}
             _PAYS[key] = result
             return result
