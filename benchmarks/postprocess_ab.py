@@ -1,7 +1,9 @@
 """A/B of post-processing: another revision's ``postprocess.py`` against the current one.
 
 Runs both on the same probabilities of a ``--size``² image, per model, checks that the labels
-are identical and prints the best of ``--rounds`` interleaved timings. Usage:
+are identical (up to the order of ids, which changed in session 31) and prints the best of
+``--rounds`` interleaved timings; ``--workers`` sets the new side's post-processing threads
+(default: every core). Usage:
 
     git show REV:src/nucleoseg/inference/postprocess.py > /tmp/postprocess_old.py
     python benchmarks/postprocess_ab.py /tmp/postprocess_old.py [--size 4096] [MODEL ...]
@@ -28,6 +30,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=4096)
     ap.add_argument("--data", default=None)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--workers", type=int, default=None)
     args = ap.parse_args()
 
     from tiling import big_image
@@ -52,17 +55,27 @@ def main() -> None:
         seg = Segmenter.load(name)
         probs = run(seg.probabilities(image))
         a = old.probabilities_to_labels(probs, seg.params)
-        b = new.probabilities_to_labels(probs, seg.params)
+        b = new.probabilities_to_labels(probs, seg.params, workers=args.workers)
         best = {"old": float("inf"), "new": float("inf")}
-        pair = [("old", old), ("new", new)]
+        pair = [("old", lambda p=probs, q=seg.params: old.probabilities_to_labels(p, q)),
+                ("new", lambda p=probs, q=seg.params: new.probabilities_to_labels(
+                    p, q, workers=args.workers))]
         for i in range(args.rounds):
-            for key, module in pair[:: 1 if i % 2 else -1]:  # alternate who goes first
+            for key, call in pair[:: 1 if i % 2 else -1]:  # alternate who goes first
                 t0 = time.perf_counter()
-                module.probabilities_to_labels(probs, seg.params)
+                call()
                 best[key] = min(best[key], time.perf_counter() - t0)
         print(f"{name:<10} {seg.precision:>9}  old {best['old']:.3f}  new {best['new']:.3f}  "
               f"new/old {best['new'] / best['old']:.2f}  labels identical: "
-              f"{bool(np.array_equal(a, b))} ({int(b.max())} nuclei)")
+              f"{same_objects(a, b)} ({int(b.max())} nuclei)")
+
+
+def same_objects(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two label images hold the same objects, whatever their ids."""
+    from nucleoseg.inference.postprocess import drop_small_and_relabel
+
+    return bool(np.array_equal(drop_small_and_relabel(a, 1, raster_order=True),
+                               drop_small_and_relabel(b, 1, raster_order=True)))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 from skimage.draw import disk
 
 from nucleoseg.inference.postprocess import PostprocessParams, probabilities_to_labels
@@ -92,7 +93,8 @@ def test_fill_holes_equals_scipy():
 
 
 def test_unmarked_pieces_numbered_as_a_second_labelling_would():
-    """probabilities_to_labels == flood, then label the unflooded rest, then relabel."""
+    """probabilities_to_labels == flood, then label the unflooded rest, then relabel (in
+    raster order of the first pixels)."""
     from scipy import ndimage as ndi
 
     from nucleoseg.inference.postprocess import drop_small_and_relabel, fill_holes, flood_markers
@@ -119,7 +121,8 @@ def test_unmarked_pieces_numbered_as_a_second_labelling_would():
         rest, n_rest = ndi.label(fg & (ref == 0))
         assert n_rest > 0
         ref[rest > 0] = rest[rest > 0] + ref.max()
-        np.testing.assert_array_equal(got, drop_small_and_relabel(ref, params.min_size))
+        np.testing.assert_array_equal(
+            got, drop_small_and_relabel(ref, params.min_size, raster_order=True))
 
 
 def test_tta_averages_the_four_flips(threshold_model_path):
@@ -166,6 +169,87 @@ def test_drop_small_and_relabel_is_a_size_filter_then_sequential_ids():
         np.testing.assert_array_equal(drop_small_and_relabel(labels, min_size), expected)
     assert drop_small_and_relabel(np.zeros((4, 4), np.int32), 5).max() == 0
     assert drop_small_and_relabel(np.zeros((0, 3), np.int32), 5).shape == (0, 3)
+
+
+def test_raster_order_numbers_by_first_pixel():
+    """``raster_order``: the same objects, numbered by where each first appears scanning rows
+    (what ``skimage.measure.label`` of separated objects gives), checked by hand and on
+    random labels."""
+    from nucleoseg.inference.postprocess import drop_small_and_relabel, first_pixels
+
+    labels = np.array([[0, 5, 5, 0],
+                       [3, 0, 0, 9],
+                       [3, 9, 9, 9],
+                       [7, 0, 0, 0]], np.int32)
+    np.testing.assert_array_equal(drop_small_and_relabel(labels, 1, raster_order=True),
+                                  [[0, 1, 1, 0], [2, 0, 0, 3], [2, 3, 3, 3], [4, 0, 0, 0]])
+    # 7 has one pixel: dropped, and the order of the rest stays
+    np.testing.assert_array_equal(drop_small_and_relabel(labels, 2, raster_order=True),
+                                  [[0, 1, 1, 0], [2, 0, 0, 3], [2, 3, 3, 3], [0, 0, 0, 0]])
+    np.testing.assert_array_equal(first_pixels(labels)[[3, 5, 7, 9]], [4, 1, 12, 7])
+    assert first_pixels(labels)[0] == labels.size and first_pixels(labels)[4] == labels.size
+    rng = np.random.default_rng(2)
+    noisy = rng.integers(0, 50, (40, 30)).astype(np.int32)
+    got = drop_small_and_relabel(noisy, 3, raster_order=True)
+    sizes = np.bincount(noisy.ravel(), minlength=50)
+    kept = np.where(sizes[noisy] >= 3, noisy, 0)
+    _, first = np.unique(kept.ravel(), return_index=True)
+    order = kept.ravel()[np.sort(first)]
+    lut = np.zeros(50, np.int32)
+    lut[order[order > 0]] = np.arange(1, (order > 0).sum() + 1)
+    np.testing.assert_array_equal(got, lut[kept])
+
+
+def _strip_map(seed: int, shape: tuple[int, int]) -> np.ndarray:
+    """A probability map of touching discs, a few pieces far taller than a strip's first
+    context (so some strips must widen theirs), and noise."""
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(seed)
+    rows, cols = shape
+    yy, xx = np.mgrid[:rows, :cols]
+    nucleus = np.zeros(shape, np.float32)
+    interior = np.zeros(shape, np.float32)
+    for _ in range(rows * cols // 900):
+        cy, cx, r = rng.uniform(0, rows), rng.uniform(0, cols), rng.uniform(3, 11)
+        box = (slice(max(int(cy - r) - 1, 0), int(cy + r) + 2),
+               slice(max(int(cx - r) - 1, 0), int(cx + r) + 2))
+        d = np.hypot(yy[box] - cy, xx[box] - cx)
+        nucleus[box] = np.maximum(nucleus[box], np.clip(1.2 - d / r, 0, 1))
+        interior[box] = np.maximum(interior[box], np.clip(1 - d / (r - 1.5), 0, 1))
+    for _ in range(3):  # long vertical ribbons with bumps of interior along them
+        x = int(rng.integers(5, cols - 5))
+        y0 = int(rng.integers(0, rows // 2))
+        nucleus[y0:y0 + rows // 2, x - 3:x + 3] = 0.9
+        interior[y0:y0 + rows // 2:7, x - 1:x + 1] = rng.uniform(0.5, 1, 1)
+    nucleus += rng.normal(0, 0.05, shape).astype(np.float32)
+    interior = ndi.gaussian_filter(interior, 0.7) + rng.normal(0, 0.03, shape)
+    return np.clip(np.stack([nucleus, interior], -1), 0, 1).astype(np.float32)
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # the one-pass fallback must not be needed
+def test_strips_give_the_labels_of_one_pass(monkeypatch):
+    """The strip-parallel post-processing equals one pass exactly, for both marker rules,
+    including where pieces run through several strips and the context must grow."""
+    from nucleoseg.inference import postprocess_strips as strips
+
+    monkeypatch.setattr(strips, "MIN_STRIP_ROWS", 64)
+    for seed, params in enumerate([
+            PostprocessParams(threshold=0.5, interior_threshold=0.5, min_size=8,
+                              min_marker_size=4, marker_dynamic=1.5, marker_sigma=1.0),
+            PostprocessParams(threshold=0.4, interior_threshold=0.6, min_size=15,
+                              min_marker_size=3),
+            PostprocessParams(threshold=0.5, interior_threshold=0.5, min_size=4,
+                              marker_dynamic=0.8, marker_sigma=2.0)]):
+        probs = _strip_map(seed, (403, 157))
+        one = probabilities_to_labels(probs, params, workers=1)
+        assert one.max() > 50
+        for workers in (2, 3, 6):
+            assert strips.strip_count(probs.shape[0], workers) == workers
+            got = strips.labels_by_strips(probs, params, workers, context=8)
+            np.testing.assert_array_equal(got, one)
+        np.testing.assert_array_equal(probabilities_to_labels(probs, params, workers=3), one)
+    assert strips.strip_count(100, 8) == 1  # too short to cut
 
 
 def _two_touching_interiors(dip: float):

@@ -78,13 +78,19 @@ def flood_markers(
     rest of the mask would give, without a second labelling pass). With ``invert``, the flood
     runs on ``-elevation`` (highest values first), negated only inside the flooded boxes.
     """
+    return _flood(elevation, markers, mask, number_unmarked, invert)[0]
+
+
+def _flood(elevation: np.ndarray, markers: np.ndarray, mask: np.ndarray,
+           number_unmarked: bool, invert: bool) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`flood_markers`, and the labelled pieces of ``mask`` it flooded."""
     from scipy import ndimage as ndi
     from skimage.segmentation import watershed
 
     pieces, n_pieces = ndi.label(mask)
     labels = np.zeros(markers.shape, np.int32)
     if n_pieces == 0:
-        return labels
+        return labels, pieces
     has = markers > 0
     marker_id = markers[has]
     n_markers = int(marker_id.max()) if marker_id.size else 0
@@ -110,11 +116,11 @@ def flood_markers(
         height = -elevation[box] if invert else elevation[box]
         flooded = watershed(height, np.where(inside, markers[box], 0), mask=inside)
         labels[box][inside] = flooded[inside]
-    return labels
+    return labels, pieces
 
 
 def probabilities_to_labels(
-    probs: np.ndarray, params: PostprocessParams | None = None
+    probs: np.ndarray, params: PostprocessParams | None = None, workers: int | None = None
 ) -> np.ndarray:
     """Turn ``(H, W, 2)`` (or ``(H, W, 1)`` / ``(H, W)``) probabilities into instance labels.
 
@@ -125,18 +131,35 @@ def probabilities_to_labels(
         markers come from the distance transform of the nucleus mask).
     params : PostprocessParams, optional
         Thresholds and size limits.
+    workers : int, optional
+        Threads for a large two-channel map, cut into horizontal strips
+        (:mod:`~nucleoseg.inference.postprocess_strips`; the same labels as one pass).
+        Default: the cores this process may use; 1 = one pass.
 
     Returns
     -------
     numpy.ndarray
-        ``(H, W) int32``, 0 = background, ids 1..N consecutive.
+        ``(H, W) int32``, 0 = background, ids 1..N numbered in raster order of each
+        nucleus's first pixel (so the same for any ``workers``).
     """
-    from scipy import ndimage as ndi
-
     p = params or PostprocessParams()
     probs = np.asarray(probs, dtype=np.float32)
     if probs.ndim == 2:
         probs = probs[..., None]
+    if probs.shape[-1] > 1:
+        from .postprocess_strips import labels_by_strips, strip_count
+
+        if strip_count(probs.shape[0], workers) > 1:
+            return labels_by_strips(probs, p, workers)
+    labels, _ = object_labels(probs, p)
+    return drop_small_and_relabel(labels, p.min_size, raster_order=True)
+
+
+def object_labels(probs: np.ndarray, p: PostprocessParams) -> tuple[np.ndarray, np.ndarray]:
+    """Labels of ``(H, W, C)`` float32 probabilities before the size filter (ids in no
+    particular order), and the labelled pieces of the hole-filled nucleus mask they split."""
+    from scipy import ndimage as ndi
+
     fg = probs[..., 0] >= p.threshold
     fg = fill_holes(fg)
     if probs.shape[-1] > 1:
@@ -158,8 +181,7 @@ def probabilities_to_labels(
         small = np.bincount(ids, minlength=n + 1) < p.min_marker_size
         markers.ravel()[at[small[ids]]] = 0
     # foreground pieces without a marker become objects of their own
-    labels = flood_markers(interior, markers, fg, number_unmarked=True, invert=True)
-    return drop_small_and_relabel(labels, p.min_size)
+    return _flood(interior, markers, fg, number_unmarked=True, invert=True)
 
 
 def interior_logit(interior: np.ndarray, sigma: float) -> np.ndarray:
@@ -352,17 +374,39 @@ def _group_basins(basins: np.ndarray, height: np.ndarray, peak: np.ndarray, h: f
     return lut[basins]
 
 
-def drop_small_and_relabel(labels: np.ndarray, min_size: int) -> np.ndarray:
+def drop_small_and_relabel(labels: np.ndarray, min_size: int, raster_order: bool = False
+                           ) -> np.ndarray:
     """Remove objects under ``min_size`` pixels and number the rest 1..N in the order of
     their old ids (``skimage.segmentation.relabel_sequential`` after a size filter), with
-    one count and one lookup."""
+    one count and one lookup; with ``raster_order``, in the raster order of each object's
+    first pixel instead."""
     labels = np.asarray(labels)
     flat = labels.ravel()
     # counting only the object pixels (a quarter of a slide's) halves the count's time
-    sizes = np.bincount(flat[flat > 0], minlength=int(flat.max(initial=0)) + 1)
+    at = np.flatnonzero(flat)
+    ids = flat[at]
+    sizes = np.bincount(ids, minlength=int(ids.max(initial=0)) + 1)
     keep = sizes >= max(int(min_size), 1)
     keep[0] = False
+    kept = np.flatnonzero(keep)
+    if raster_order:
+        kept = kept[np.argsort(_first_of(ids, at, sizes.size, flat.size)[kept])]
     lut = np.zeros(sizes.size, np.int32)
-    lut[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
+    lut[kept] = np.arange(1, kept.size + 1, dtype=np.int32)
     return lut[labels]
 
+
+def first_pixels(labels: np.ndarray) -> np.ndarray:
+    """Flat (raster) index of each label's first pixel, by label; ``labels.size`` for ids
+    that do not occur (and for 0)."""
+    flat = labels.ravel()
+    at = np.flatnonzero(flat)
+    first = _first_of(flat[at], at, int(flat.max(initial=0)) + 1, flat.size)
+    first[0] = flat.size
+    return first
+
+
+def _first_of(ids: np.ndarray, at: np.ndarray, n: int, size: int) -> np.ndarray:
+    first = np.full(n, size, np.int64)
+    np.minimum.at(first, ids, at)
+    return first

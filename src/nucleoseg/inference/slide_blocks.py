@@ -100,11 +100,10 @@ def first_pixel_ids(labels: np.ndarray, origin: tuple[int, int], width: int,
                     dtype: str = "uint32") -> np.ndarray:
     """Global id per local label: ``1 + row * width + col`` of the label's first pixel in
     raster order (``origin`` is the slide position of ``labels[0, 0]``); index 0 maps to 0."""
-    flat = labels.ravel()
-    nz = np.flatnonzero(flat)
-    n = int(labels.max()) if labels.size else 0
-    first = np.full(n + 1, np.iinfo(np.int64).max, np.int64)
-    np.minimum.at(first, flat[nz], nz)
+    from .postprocess import first_pixels
+
+    first = first_pixels(labels)
+    n = first.size - 1
     ids = np.zeros(n + 1, dtype)
     if n:
         rr, cc = np.divmod(first[1:], labels.shape[1])

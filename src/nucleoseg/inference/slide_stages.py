@@ -185,7 +185,9 @@ def label_block(run_: SlideRun, job: SlideJob, i: int, j: int) -> dict:
     p = np.asarray(probs[a0:a1, b0:b1]).astype(np.float32)
     count = 0
     if p[r0 - a0 : r1 - a0, c0 - b0 : c1 - b0, 0].max(initial=0) > 0:
-        local = probabilities_to_labels(p, PostprocessParams(**dict(job.postprocess)))
+        # one thread: the blocks already run in parallel
+        local = probabilities_to_labels(p, PostprocessParams(**dict(job.postprocess)),
+                                        workers=1)
         ids = first_pixel_ids(local, (a0, b0), job.shape[1], job.id_dtype)
         core = ids[local[r0 - a0 : r1 - a0, c0 - b0 : c1 - b0]]
         labels_store.array(job.out, "0", mode="r+")[r0:r1, c0:c1] = core
