@@ -175,7 +175,7 @@ def test_raster_order_numbers_by_first_pixel():
     """``raster_order``: the same objects, numbered by where each first appears scanning rows
     (what ``skimage.measure.label`` of separated objects gives), checked by hand and on
     random labels."""
-    from nucleoseg.inference.postprocess import drop_small_and_relabel, first_pixels
+    from nucleoseg.io.labels import drop_small_and_relabel, first_pixels
 
     labels = np.array([[0, 5, 5, 0],
                        [3, 0, 0, 9],

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..io.labels import drop_small_and_relabel, first_pixels  # noqa: F401  (re-exported)
 from ..models.card import PostprocessParams  # noqa: F401  (its home is the model card)
 
 #: A pixel whose brightest channel is at most this is scanner fill (black), never a nucleus.
@@ -372,41 +373,3 @@ def _group_basins(basins: np.ndarray, height: np.ndarray, peak: np.ndarray, h: f
     lut = np.array([find(group, i) for i in range(n + 1)], np.int32)
     lut[0] = 0
     return lut[basins]
-
-
-def drop_small_and_relabel(labels: np.ndarray, min_size: int, raster_order: bool = False
-                           ) -> np.ndarray:
-    """Remove objects under ``min_size`` pixels and number the rest 1..N in the order of
-    their old ids (``skimage.segmentation.relabel_sequential`` after a size filter), with
-    one count and one lookup; with ``raster_order``, in the raster order of each object's
-    first pixel instead."""
-    labels = np.asarray(labels)
-    flat = labels.ravel()
-    # counting only the object pixels (a quarter of a slide's) halves the count's time
-    at = np.flatnonzero(flat)
-    ids = flat[at]
-    sizes = np.bincount(ids, minlength=int(ids.max(initial=0)) + 1)
-    keep = sizes >= max(int(min_size), 1)
-    keep[0] = False
-    kept = np.flatnonzero(keep)
-    if raster_order:
-        kept = kept[np.argsort(_first_of(ids, at, sizes.size, flat.size)[kept])]
-    lut = np.zeros(sizes.size, np.int32)
-    lut[kept] = np.arange(1, kept.size + 1, dtype=np.int32)
-    return lut[labels]
-
-
-def first_pixels(labels: np.ndarray) -> np.ndarray:
-    """Flat (raster) index of each label's first pixel, by label; ``labels.size`` for ids
-    that do not occur (and for 0)."""
-    flat = labels.ravel()
-    at = np.flatnonzero(flat)
-    first = _first_of(flat[at], at, int(flat.max(initial=0)) + 1, flat.size)
-    first[0] = flat.size
-    return first
-
-
-def _first_of(ids: np.ndarray, at: np.ndarray, n: int, size: int) -> np.ndarray:
-    first = np.full(n, size, np.int64)
-    np.minimum.at(first, ids, at)
-    return first

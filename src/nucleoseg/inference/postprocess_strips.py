@@ -19,8 +19,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from ..io.labels import drop_small_and_relabel, first_pixels
 from ..models.card import PostprocessParams
-from .postprocess import drop_small_and_relabel, first_pixels, object_labels
+from .postprocess import object_labels
 
 #: Strips are at least this many rows (their context would cost more than they save).
 MIN_STRIP_ROWS = 1024

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..io import labels_store
+from ..io.labels import first_pixels
 
 
 @dataclass(frozen=True)
@@ -100,8 +101,6 @@ def first_pixel_ids(labels: np.ndarray, origin: tuple[int, int], width: int,
                     dtype: str = "uint32") -> np.ndarray:
     """Global id per local label: ``1 + row * width + col`` of the label's first pixel in
     raster order (``origin`` is the slide position of ``labels[0, 0]``); index 0 maps to 0."""
-    from .postprocess import first_pixels
-
     first = first_pixels(labels)
     n = first.size - 1
     ids = np.zeros(n + 1, dtype)
