@@ -14,6 +14,7 @@ import numpy as np
 def main(argv: list[str]) -> None:
     import keras
 
+    from nucleoseg.inference.postprocess import probabilities_to_labels
     from nucleoseg.inference.predict import run
     from nucleoseg.inference.segment import Segmenter
     from nucleoseg.io.images import open_image
@@ -26,8 +27,10 @@ def main(argv: list[str]) -> None:
             seg = Segmenter.load(name, precision="float32")
             arrays["backend"] = np.array("openvino" if seg.engine == "openvino"
                                          else keras.backend.backend())
-            arrays[f"{name}_probs"] = run(seg.probabilities(image)).astype(np.float32)
-            arrays[f"{name}_labels"] = run(seg.segment(image))
+            probs = run(seg.probabilities(image)).astype(np.float32)
+            arrays[f"{name}_probs"] = probs
+            # what seg.segment does after the same forward pass (one pass, not two)
+            arrays[f"{name}_labels"] = probabilities_to_labels(probs, seg.params)
         np.savez_compressed(out, **arrays)
     elif mode == "finetune":
         from nucleoseg.training.finetune import fine_tune
