@@ -42,6 +42,22 @@ def suppress_fill(probs: np.ndarray, image: np.ndarray) -> np.ndarray:
     return probs
 
 
+_warming: list = []
+
+
+def warm_up_kernels() -> None:
+    """Load the compiled post-processing kernels (:mod:`.flood_kernels`) on a thread, once
+    per process, so that the ~0.5 s they take runs while a model loads, not after it."""
+    if not _warming:
+        import threading
+
+        def load() -> None:
+            from . import flood_kernels  # noqa: F401  (importing loads them)
+
+        _warming.append(threading.Thread(target=load, name="nucleoseg-kernels"))
+        _warming[0].start()
+
+
 def fill_holes(mask: np.ndarray) -> np.ndarray:
     """``scipy.ndimage.binary_fill_holes(mask)`` by labelling the background once (4-connected,
     as its propagation is) and keeping the pieces that touch the border: same result, about
@@ -86,7 +102,6 @@ def _flood(elevation: np.ndarray, markers: np.ndarray, mask: np.ndarray,
            number_unmarked: bool, invert: bool) -> tuple[np.ndarray, np.ndarray]:
     """:func:`flood_markers`, and the labelled pieces of ``mask`` it flooded."""
     from scipy import ndimage as ndi
-    from skimage.segmentation import watershed
 
     pieces, n_pieces = ndi.label(mask)
     labels = np.zeros(markers.shape, np.int32)
@@ -110,13 +125,16 @@ def _flood(elevation: np.ndarray, markers: np.ndarray, mask: np.ndarray,
         first = int(ids[-1]) if ids.size else 0
         to_marker[unmarked] = np.arange(first + 1, first + 1 + unmarked.size, dtype=np.int32)
     labels = to_marker[pieces]
-    boxes = ndi.find_objects(pieces)
-    for piece in np.flatnonzero(count > 1):
-        box = boxes[piece - 1]
-        inside = pieces[box] == piece
-        height = -elevation[box] if invert else elevation[box]
-        flooded = watershed(height, np.where(inside, markers[box], 0), mask=inside)
-        labels[box][inside] = flooded[inside]
+    several = np.flatnonzero(count > 1)
+    if several.size:
+        from .flood_kernels import flood_pieces
+
+        boxes = ndi.find_objects(pieces)
+        corners = np.array([(boxes[i - 1][0].start, boxes[i - 1][0].stop,
+                             boxes[i - 1][1].start, boxes[i - 1][1].stop) for i in several],
+                           np.int64).reshape(-1, 4)
+        flood_pieces(np.asarray(elevation, np.float32).view(np.uint32), invert,
+                     np.asarray(markers, np.int32), pieces, several, corners, labels)
     return labels, pieces
 
 
@@ -231,26 +249,28 @@ def dynamic_markers(height: np.ndarray, region: np.ndarray, h: float) -> np.ndar
     pieces, n_pieces = ndi.label(region)
     if n_pieces == 0:
         return pieces.astype(np.int32)
-    floor = np.float32(height[region].min() - 1)
-    height = np.where(region, height, floor).astype(np.float32)
+    floor = np.float32(np.min(height, where=region, initial=np.inf) - 1)
+    height = np.where(region, height, floor).astype(np.float32, copy=False)
     peaks = local_maxima(height, connectivity=1, allow_borders=True) & region
     maxima, n = ndi.label(peaks)
+    at = np.flatnonzero(peaks)  # a few pixels: gather there, not over the image
+    peak_piece, peak_id = pieces.ravel()[at], maxima.ravel()[at]
     # pieces holding one maximum are one marker each: only the others need basins
-    per_piece = np.bincount(np.unique(pieces[peaks].astype(np.int64) * (n + 1)
-                                      + maxima[peaks]) // (n + 1), minlength=n_pieces + 1)
+    per_piece = np.bincount(np.unique(peak_piece.astype(np.int64) * (n + 1) + peak_id)
+                            // (n + 1), minlength=n_pieces + 1)
     several = per_piece >= 2
     several[0] = False
+    in_several = several[pieces]
     markers = np.zeros(region.shape, np.int32)
+    first = 1
     if several.any():
-        box = ndi.find_objects(np.where(several[pieces], 1, 0))[0]
-        inside = several[pieces[box]]
+        box = ndi.find_objects(in_several.view(np.uint8))[0]
         peak = np.full(n + 1, -np.inf, np.float32)
-        peak[maxima[peaks]] = height[peaks]  # a maximum is a plateau: any of its pixels
-        basins = ascent_basins(height[box], inside, maxima[box])
+        peak[peak_id] = height.ravel()[at]  # a maximum is a plateau: any of its pixels
+        basins = ascent_basins(height[box], in_several[box], maxima[box])
         markers[box] = _group_basins(basins, height[box], peak, h)
-    single = ~several[pieces] & region
-    first = (int(markers.max()) if several.any() else 0) + 1
-    markers[single] = pieces[single] + first
+        first = int(markers[box].max()) + 1
+    np.add(pieces, first, out=markers, where=region & ~in_several, casting="unsafe")
     return markers
 
 
@@ -258,13 +278,14 @@ def ascent_basins(height: np.ndarray, mask: np.ndarray, seeds: np.ndarray) -> np
     """Label each ``mask`` pixel with the seed its steepest ascent of ``height`` reaches.
 
     Each pixel points to its highest 4-neighbour inside ``mask`` when that one is strictly
-    higher, and seed pixels point to themselves; pointer doubling then finds every pixel's
-    end in a few vectorised passes. Pixels of a plateau below a maximum have no higher
-    neighbour: labels spread over such plateaus from their already labelled pixels. With the
-    maxima of ``height`` as ``seeds`` this is the partition a priority flood from them
+    higher, and seed pixels point to themselves; following the pointers (compiled,
+    :func:`~.flood_kernels.ascent_labels`) finds every pixel's end. Pixels of a plateau
+    below a maximum have no higher neighbour: labels spread over such plateaus from their
+    already labelled pixels, one ring per pass. With the maxima of ``height`` as ``seeds``
+    this is the partition a priority flood from them
     (``skimage.segmentation.watershed(-height, seeds, mask=mask)``) gives up to ties
     between equally high neighbours (identical on a 4096² UNet map, tested on random
-    fields), at a fifth of its time, since no pixel waits in a queue.
+    fields), at a fraction of its time, since no pixel waits in a queue.
 
     Parameters
     ----------
@@ -281,50 +302,12 @@ def ascent_basins(height: np.ndarray, mask: np.ndarray, seeds: np.ndarray) -> np
     numpy.ndarray
         ``(H, W) int32``, 0 outside ``mask``.
     """
-    hgt, wid = mask.shape
-    padded = np.zeros((hgt + 2, wid + 2), bool)
-    padded[1:-1, 1:-1] = mask
-    flat = np.flatnonzero(padded)
-    index = np.full(padded.size, -1, np.int32)  # padded position -> index among mask pixels
-    index[flat] = np.arange(flat.size, dtype=np.int32)
-    h = np.asarray(height, np.float32)[mask]
-    label = np.asarray(seeds)[mask].astype(np.int32)
-    top = h.copy()
-    parent = np.arange(flat.size, dtype=np.int32)
-    steps = (-(wid + 2), -1, 1, wid + 2)
-    for step in steps:
-        nb = index[flat + step]
-        nh = np.where(nb >= 0, h[nb], -np.inf)
-        up = nh > top
-        top[up], parent[up] = nh[up], nb[up]
-    is_seed = label > 0
-    parent[is_seed] = np.flatnonzero(is_seed)
-    while True:  # pointer doubling: each pass halves every remaining path
-        grand = parent[parent]
-        if np.array_equal(grand, parent):
-            break
-        parent = grand
-    out = label[parent]
-    stuck = np.flatnonzero((out == 0) & (parent == np.arange(flat.size)))
-    while stuck.size:  # ends on plateaus below a maximum, one ring of pixels per pass
-        got = np.zeros(stuck.size, np.int32)
-        best = np.full(stuck.size, -np.inf, np.float32)
-        for step in steps:
-            nb = index[flat[stuck] + step]
-            ok = nb >= 0
-            nb = np.maximum(nb, 0)
-            nl, nh = np.where(ok, out[nb], 0), np.where(ok, h[nb], -np.inf)
-            take = (nl > 0) & (nh >= h[stuck]) & (nh > best)
-            got[take], best[take] = nl[take], nh[take]
-        if not got.any():
-            break  # a maximum without a seed
-        out[stuck] = got
-        stuck = stuck[got == 0]
-    rest = out == 0
-    out[rest] = out[parent[rest]]  # the pixels ascending to those ends
-    labels = np.zeros(mask.shape, np.int32)
-    labels[mask] = out
-    return labels
+    from .flood_kernels import ascent_labels
+
+    if mask.size >= 2**31:
+        raise ValueError(f"a {mask.shape} map is too large to label in one piece")
+    return ascent_labels(np.asarray(height, np.float32), np.asarray(mask, bool),
+                         np.asarray(seeds, np.int32))
 
 
 def _group_basins(basins: np.ndarray, height: np.ndarray, peak: np.ndarray, h: float
@@ -332,44 +315,15 @@ def _group_basins(basins: np.ndarray, height: np.ndarray, peak: np.ndarray, h: f
     """Basins merged across their highest passes until each group holds one maximum of
     dynamic >= ``h`` (union-find over the basin graph, passes in falling order); ``peak``
     holds each basin's maximum height, by basin id."""
+    from .flood_kernels import basin_pairs, merge_basins
+
     n = peak.size - 1
-    ends, passes = [], []
-    for a, b in (((slice(None), slice(None, -1)), (slice(None), slice(1, None))),
-                 ((slice(None, -1), slice(None)), (slice(1, None), slice(None)))):
-        ba, bb = basins[a], basins[b]
-        cross = (ba != bb) & (ba > 0) & (bb > 0)
-        lo, hi = np.minimum(ba[cross], bb[cross]), np.maximum(ba[cross], bb[cross])
-        ends.append(lo.astype(np.int64) * (n + 1) + hi)
-        passes.append(np.minimum(height[a][cross], height[b][cross]))
-    key, level = np.concatenate(ends), np.concatenate(passes)
+    key, level = basin_pairs(basins, np.asarray(height, np.float32), n)
     order = np.lexsort((-level, key))  # per pair of basins, its highest pass first
     key, level = key[order], level[order]
     first = np.ones(key.size, bool)
     first[1:] = key[1:] != key[:-1]
     key, level = key[first], level[first]
-    tree = list(range(n + 1))   # union-find of the component tree
-    top = list(range(n + 1))    # a tree root's highest maximum
-    group = list(range(n + 1))  # union-find of the markers
-
-    def find(parent: list[int], x: int) -> int:
-        root = x
-        while parent[root] != root:
-            root = parent[root]
-        while parent[x] != root:
-            parent[x], x = root, parent[x]
-        return root
-
-    peak_of = peak.tolist()
-    for k in np.argsort(-level, kind="stable").tolist():
-        x, y = divmod(int(key[k]), n + 1)
-        rx, ry = find(tree, x), find(tree, y)
-        if rx == ry:
-            continue
-        if peak_of[top[rx]] < peak_of[top[ry]]:
-            rx, ry, x, y = ry, rx, y, x  # rx: the component with the higher maximum
-        if peak_of[top[ry]] - float(level[k]) < h:  # y's side joins x's basin's group
-            group[find(group, top[ry])] = find(group, x)
-        tree[ry] = rx
-    lut = np.array([find(group, i) for i in range(n + 1)], np.int32)
-    lut[0] = 0
+    order = np.argsort(-level, kind="stable")
+    lut = merge_basins(key, level.astype(np.float32), order, peak.astype(np.float32), float(h))
     return lut[basins]

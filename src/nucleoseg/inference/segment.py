@@ -66,7 +66,9 @@ class Segmenter:
         from ..backend import inference_engine
         from ..models.precision import resolve_precision, with_precision
         from ..models.weights import load_model, verified_card
+        from .postprocess import warm_up_kernels
 
+        warm_up_kernels()  # while the model loads
         engine = inference_engine()
         if engine == "openvino":
             from .openvino_engine import OpenVINOModel
