@@ -314,8 +314,32 @@ def test_flooding_all_pieces_in_one_call_equals_a_call_per_piece():
 
     rng = np.random.default_rng(5)
     field = ndi.gaussian_filter(rng.normal(size=(700, 700)), 4).astype(np.float32)
-    mask = field > 0.02
-    markers, _ = ndi.label(field > 0.06)
+    _flood_equals_one_call_per_piece(field, ndi, watershed, flood_markers)
+
+
+def test_compiled_flood_breaks_ties_as_scikit_image_does():
+    """On a field of a few levels (queue ties everywhere, markers adjacent to the same
+    pixels), the compiled flood is still exactly scikit-image's per-piece watershed: markers
+    enter at their own elevation and equal elevations leave first in, first out."""
+    import skimage
+    from scipy import ndimage as ndi
+    from skimage.segmentation import watershed
+
+    from nucleoseg.inference.postprocess import flood_markers
+
+    if tuple(int(v) for v in skimage.__version__.split(".")[:2]) >= (0, 27):
+        pytest.skip("the queue order was checked against scikit-image 0.22-0.26")
+    rng = np.random.default_rng(7)
+    smooth = ndi.gaussian_filter(rng.normal(size=(700, 700)), 4)
+    field = (np.round(smooth / smooth.std() * 3) / 3).astype(np.float32)  # ~10 levels
+    _flood_equals_one_call_per_piece(field, ndi, watershed, flood_markers, low=0.3,
+                                     high=0.6)
+
+
+def _flood_equals_one_call_per_piece(field, ndi, watershed, flood_markers, low=0.02,
+                                     high=0.06):
+    mask = field > low
+    markers, _ = ndi.label(field > high)
     pieces, _ = ndi.label(mask)
     ref = np.zeros(mask.shape, np.int32)
     several = 0
