@@ -196,24 +196,10 @@ def ascent_labels(height, mask, seeds):
     return labels
 
 
-@njit("Tuple((int64[:], float32[:]))(int32[:, :], float32[:, :], int64)", cache=True,
-      nogil=True)
-def basin_pairs(basins, height, n):
-    """Every pair of 4-adjacent pixels in different basins (ids 1..n): the pair's key
-    ``lo * (n + 1) + hi`` and its pass, the lower of the two heights."""
+@njit(cache=True, nogil=True)
+def _scan_pairs(basins, height, n, key, level, fill):
+    """Count (and with ``fill`` write) the pairs :func:`basin_pairs` returns."""
     hgt, wid = basins.shape
-    count = 0
-    for r in range(hgt):
-        for c in range(wid):
-            b = basins[r, c]
-            if b == 0:
-                continue
-            if c + 1 < wid and basins[r, c + 1] != b and basins[r, c + 1] > 0:
-                count += 1
-            if r + 1 < hgt and basins[r + 1, c] != b and basins[r + 1, c] > 0:
-                count += 1
-    key = np.empty(count, np.int64)
-    level = np.empty(count, np.float32)
     k = 0
     for r in range(hgt):
         for c in range(wid):
@@ -224,9 +210,24 @@ def basin_pairs(basins, height, n):
                 if nr < hgt and nc < wid:
                     o = basins[nr, nc]
                     if o != b and o > 0:
-                        key[k] = np.int64(min(b, o)) * (n + 1) + max(b, o)
-                        level[k] = min(height[r, c], height[nr, nc])
+                        if fill:
+                            key[k] = np.int64(min(b, o)) * (n + 1) + max(b, o)
+                            level[k] = min(height[r, c], height[nr, nc])
                         k += 1
+    return k
+
+
+@njit("Tuple((int64[:], float32[:]))(int32[:, :], float32[:, :], int64)", cache=True,
+      nogil=True)
+def basin_pairs(basins, height, n):
+    """Every pair of 4-adjacent pixels in different basins (ids 1..n): the pair's key
+    ``lo * (n + 1) + hi`` and its pass, the lower of the two heights."""
+    key = np.empty(0, np.int64)
+    level = np.empty(0, np.float32)
+    count = _scan_pairs(basins, height, n, key, level, False)
+    key = np.empty(count, np.int64)
+    level = np.empty(count, np.float32)
+    _scan_pairs(basins, height, n, key, level, True)
     return key, level
 
 
