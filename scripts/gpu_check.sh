@@ -2,6 +2,10 @@
 # On a GPU machine: parity probabilities of every shipped model on one validation tile, and
 # the tiling benchmark and benchmarks/throughput.py on an 8192^2 image.
 # usage: bash scripts/gpu_check.sh DATA
+# .whl/ holds the wheels carried there (the machine reaches no index): pip download --no-deps
+#   --only-binary=:all: --python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64
+#   --platform manylinux_2_17_x86_64 -d .whl keras==3.15.1 namex optree
+#   (numba, scipy, scikit-image are in its image: device KINDS.md)
 set -u
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
   --target /tmp/site .whl/*.whl || exit 1

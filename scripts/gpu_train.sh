@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # Runs on the GPU machine: install the carried wheels, train with Keras on JAX.
 # usage: bash scripts/gpu_train.sh BUDGET_S MODEL_SPEC...
+# .whl/ holds the wheels carried there (the machine reaches no index): pip download --no-deps
+#   --only-binary=:all: --python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64
+#   --platform manylinux_2_17_x86_64 -d .whl keras==3.15.1 namex optree
+#   (numba, scipy, scikit-image are in its image: device KINDS.md)
 set -u
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
   --target /tmp/site .whl/*.whl || exit 1
