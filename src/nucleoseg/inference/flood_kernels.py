@@ -21,7 +21,20 @@ _DR = (-1, 0, 0, 1)
 _DC = (0, -1, 1, 0)
 
 
-@njit(cache=True, nogil=True, inline="always")
+def _kernel(signature: str | None = None, **options):
+    """``numba.njit(signature, nogil=True, cache=True)``; without caching where numba finds
+    no writable cache folder (it then compiles in every process instead of failing)."""
+
+    def decorate(func):
+        try:
+            return njit(signature, nogil=True, cache=True, **options)(func)
+        except RuntimeError:  # "cannot cache function ...: no locator available"
+            return njit(signature, nogil=True, **options)(func)
+
+    return decorate
+
+
+@_kernel(inline="always")
 def _rank(bits, invert):
     """A ``uint64`` in the order of the ``float32`` whose bits are ``bits`` (negated with
     ``invert``; ``-0.0`` counted as ``0.0``, as comparisons count it)."""
@@ -35,7 +48,7 @@ def _rank(bits, invert):
     return b | np.uint64(1 << 31)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@_kernel(inline="always")
 def _push(key, where, size, k, w):
     """Binary min-heap of unique ``uint64`` keys (a hole sifts up, no swaps)."""
     child = size
@@ -49,7 +62,7 @@ def _push(key, where, size, k, w):
     return size + 1
 
 
-@njit(cache=True, nogil=True, inline="always")
+@_kernel(inline="always")
 def _pop(key, where, size):
     """Remove the smallest item; return (its key, its position, the new size). Ties (only
     between markers) leave as from a textbook heap that swaps (left child first)."""
@@ -72,8 +85,8 @@ def _pop(key, where, size):
     return k0, w0, size
 
 
-@njit("void(uint32[:, :], boolean, int32[:, :], int32[:, :], int64[:], int64[:, :], "
-      "int32[:, :])", cache=True, nogil=True)
+@_kernel("void(uint32[:, :], boolean, int32[:, :], int32[:, :], int64[:], int64[:, :], "
+         "int32[:, :])")
 def flood_pieces(bits, invert, markers, pieces, piece_ids, boxes, labels):
     """``skimage.segmentation.watershed(elevation[box], markers[box], mask=piece)`` for every
     piece in ``piece_ids`` (its box ``boxes[k] = (row0, row1, col0, col1)``), written into
@@ -124,7 +137,7 @@ def flood_pieces(bits, invert, markers, pieces, piece_ids, boxes, labels):
                     labels[r, c] = out[(r - r0) * wid + (c - c0)]
 
 
-@njit(cache=True, nogil=True)
+@_kernel()
 def _root(parent, x):
     root = x
     while parent[root] != root:
@@ -134,7 +147,7 @@ def _root(parent, x):
     return root
 
 
-@njit("int32[:, :](float32[:, :], boolean[:, :], int32[:, :])", cache=True, nogil=True)
+@_kernel("int32[:, :](float32[:, :], boolean[:, :], int32[:, :])")
 def ascent_labels(height, mask, seeds):
     """The kernel of :func:`~nucleoseg.inference.postprocess.ascent_basins` (its docstring
     says what it computes); the same labels as its vectorised form, ties included."""
@@ -196,7 +209,7 @@ def ascent_labels(height, mask, seeds):
     return labels
 
 
-@njit(cache=True, nogil=True)
+@_kernel()
 def _scan_pairs(basins, height, n, key, level, fill):
     """Count (and with ``fill`` write) the pairs :func:`basin_pairs` returns."""
     hgt, wid = basins.shape
@@ -217,8 +230,7 @@ def _scan_pairs(basins, height, n, key, level, fill):
     return k
 
 
-@njit("Tuple((int64[:], float32[:]))(int32[:, :], float32[:, :], int64)", cache=True,
-      nogil=True)
+@_kernel("Tuple((int64[:], float32[:]))(int32[:, :], float32[:, :], int64)")
 def basin_pairs(basins, height, n):
     """Every pair of 4-adjacent pixels in different basins (ids 1..n): the pair's key
     ``lo * (n + 1) + hi`` and its pass, the lower of the two heights."""
@@ -231,8 +243,7 @@ def basin_pairs(basins, height, n):
     return key, level
 
 
-@njit("int32[:](int64[:], float32[:], int64[:], float32[:], float64)", cache=True,
-      nogil=True)
+@_kernel("int32[:](int64[:], float32[:], int64[:], float32[:], float64)")
 def merge_basins(pair_key, level, order, peak, h):
     """The union-find of :func:`~nucleoseg.inference.postprocess._group_basins` over the
     basin pairs ``pair_key = lo * (n + 1) + hi`` taken in ``order`` (highest pass first);
