@@ -4,7 +4,7 @@ scikit-image's watershed, and every shipped model's labels of a 4096² image wer
 
 They release Python's lock (``nogil``), so post-processing strips on several threads run
 them in parallel. Their signatures are fixed (any memory layout), so importing this module
-loads them, once per process (~0.5 s), from the machine code numba caches beside this file
+loads them, once per process (~0.4 s), from the machine code numba caches beside this file
 (or in its user cache where that is read-only); only the first import on a machine compiles
 them (~3 s).
 :func:`~nucleoseg.inference.postprocess.warm_up_kernels` does that ahead of need.
@@ -259,7 +259,7 @@ def merge_basins(pair_key, level, order, peak, h):
             continue
         if peak[top[rx]] < peak[top[ry]]:
             rx, ry, x, y = ry, rx, y, x  # rx: the component with the higher maximum
-        # in double precision, as Python's floats subtract
+        # in double precision: a float32 difference could round across h
         if np.float64(peak[top[ry]]) - np.float64(level[k]) < h:  # y joins x's group
             group[_root(group, top[ry])] = _root(group, x)
         tree[ry] = rx
