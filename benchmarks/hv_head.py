@@ -163,34 +163,73 @@ def hover_labels(fg_prob: np.ndarray, hv: np.ndarray, edge: float, threshold: fl
     return watershed(dist, marker, mask=blb)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default="/tmp/hv")
+def fine_tune(model, sampler, targets_of, loss, args, weights: Path, t0: float) -> None:
+    """Fit ``model`` (in ``args.precision``) on ``sampler``'s patches, their targets made by
+    ``targets_of``: cosine from ``args.lr`` over ``args.epochs x args.steps`` batches, the
+    weights saved and a line logged to ``train.log`` beside them after every epoch."""
+    import keras
+
+    from nucleoseg.models.precision import with_precision
+    from nucleoseg.training.train import compile_model
+
+    class Batches(keras.utils.PyDataset):
+        def __len__(self):
+            return args.steps
+
+        def __getitem__(self, i):
+            x, y = sampler.batch(args.batch_size)
+            return x, targets_of(y)
+
+    keras.utils.set_random_seed(0)
+    fit_model = with_precision(model, args.precision)
+    compile_model(fit_model, args.lr, loss, decay_steps=args.epochs * args.steps)
+
+    class Log(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            model.set_weights(fit_model.get_weights())
+            model.save_weights(weights)
+            line = (f"epoch {epoch + 1}/{args.epochs} loss {logs['loss']:.4f} "
+                    f"({time.perf_counter() - t0:.0f}s)")
+            print(line, flush=True)
+            with open(weights.parent / "train.log", "a") as log:
+                log.write(line + "\n")
+
+    fit_model.fit(Batches(), epochs=args.epochs, callbacks=[Log()], verbose=0)
+
+
+def fine_tune_parser(doc: str, out: str) -> argparse.ArgumentParser:
+    """The options of a fine-tuning experiment: :func:`fine_tune`'s recipe (the session-26
+    control run's by default), where it writes, re-scoring and smoke runs."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--out", default=out)
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--precision", default="bfloat16")
-    ap.add_argument("--evaluate-only", action="store_true")
+    ap.add_argument("--evaluate-only", action="store_true",
+                    help="re-score the weights a run saved in --out")
+    ap.add_argument("--val-limit", type=int, default=None,
+                    help="score only the first N tiles of each data set (smoke runs)")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = fine_tune_parser(__doc__, "/tmp/hv")
     ap.add_argument("--scratch", action="store_true",
                     help="train from random weights (a GPU run) instead of the shipped UNet's")
-    ap.add_argument("--val-limit", type=int, default=None,
-                    help="score 1 or 2 validation tiles (smoke runs)")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    import keras
 
     from nucleoseg.evaluation.metrics import Counts, counts
     from nucleoseg.inference.postprocess import probabilities_to_labels
     from nucleoseg.inference.predict import predict_whole
     from nucleoseg.io.labels import drop_small_and_relabel
-    from nucleoseg.models.precision import with_precision
     from nucleoseg.models.weights import load_model
     from nucleoseg.training.data import STRONG_AUGMENTATION, PatchSampler, make_targets
     from nucleoseg.training.recipe import load_split
-    from nucleoseg.training.train import compile_model
 
     datasets = ["monuseg", "consep"]
     base, card = load_model("unet")
@@ -209,37 +248,13 @@ def main(argv: list[str] | None = None) -> int:
         sampler = PatchSampler(images, targets, 256, True, 0,
                                augmentation=STRONG_AUGMENTATION, groups=groups)
 
-        class Batches(keras.utils.PyDataset):
-            def __init__(self):
-                super().__init__()
-
-            def __len__(self):
-                return args.steps
-
-            def __getitem__(self, i):
-                x, y = sampler.batch(args.batch_size)
-                return x, with_hv(y)
-
-        keras.utils.set_random_seed(0)
-        fit_model = with_precision(model, args.precision)
-        compile_model(fit_model, args.lr, hv_loss_fn(), decay_steps=args.epochs * args.steps)
-
-        class Log(keras.callbacks.Callback):
-            def on_epoch_end(self, epoch, logs=None):
-                model.set_weights(fit_model.get_weights())
-                model.save_weights(weights)
-                line = (f"epoch {epoch + 1}/{args.epochs} loss {logs['loss']:.4f} "
-                        f"({time.perf_counter() - t0:.0f}s)")
-                print(line, flush=True)
-                with open(out / "train.log", "a") as log:
-                    log.write(line + "\n")
-
-        fit_model.fit(Batches(), epochs=args.epochs, callbacks=[Log()], verbose=0)
+        fine_tune(model, sampler, with_hv, hv_loss_fn(), args, weights, t0)
     model.load_weights(weights)
 
     names, images, labels = load_split("val", None, datasets)
     if args.val_limit:
-        keep = [0, len(names) - 1][: args.val_limit]
+        keep = [i for ds in datasets
+                for i in [k for k, n in enumerate(names) if n.startswith(ds)][:args.val_limit]]
         names, images, labels = ([v[i] for i in keep] for v in (names, images, labels))
     params = card.postprocess
     rows: dict[str, dict[str, Counts]] = {}

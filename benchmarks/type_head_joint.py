@@ -21,7 +21,6 @@ Run: ``python benchmarks/type_head_joint.py --out /tmp/th`` (~30 min on 2 cores)
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -31,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from hv_head import _ids_to_channels  # noqa: E402
+from hv_head import _ids_to_channels, fine_tune, fine_tune_parser  # noqa: E402
 from type_head_frozen import LEVELS, build_head  # noqa: E402
 
 MIX = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -80,21 +79,11 @@ def build_joint(base):
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default="/tmp/th")
-    ap.add_argument("--epochs", type=int, default=8)
-    ap.add_argument("--steps", type=int, default=100)
-    ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--lr", type=float, default=2e-4)
-    ap.add_argument("--precision", default="bfloat16")
-    ap.add_argument("--evaluate-only", action="store_true")
-    ap.add_argument("--val-limit", type=int, default=None,
-                    help="score only the first N tiles of each data set (smoke runs)")
+    ap = fine_tune_parser(__doc__, "/tmp/th")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    import keras
 
     from nucleoseg.classify.classifier import NucleusClassifier
     from nucleoseg.classify.recipe import CONSEP_CLASSES
@@ -103,11 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     from nucleoseg.inference.postprocess import probabilities_to_labels
     from nucleoseg.inference.predict import predict_whole
     from nucleoseg.io.consep import list_tiles, type_map
-    from nucleoseg.models.precision import with_precision
     from nucleoseg.models.weights import load_model
     from nucleoseg.training.data import STRONG_AUGMENTATION, PatchSampler, make_targets
     from nucleoseg.training.recipe import load_split
-    from nucleoseg.training.train import compile_model
 
     base, card = load_model("unet")
     reference = load_model("unet")[0]  # the fine-tune trains base's layers in place
@@ -132,29 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         sampler = PatchSampler(images, targets, 256, True, 0,
                                augmentation=STRONG_AUGMENTATION, groups=groups)
 
-        class Batches(keras.utils.PyDataset):
-            def __len__(self):
-                return args.steps
-
-            def __getitem__(self, i):
-                x, y = sampler.batch(args.batch_size)
-                return x, type_weights(y)
-
-        keras.utils.set_random_seed(0)
-        fit_model = with_precision(model, args.precision)
-        compile_model(fit_model, args.lr, joint_loss(cw), decay_steps=args.epochs * args.steps)
-
-        class Log(keras.callbacks.Callback):
-            def on_epoch_end(self, epoch, logs=None):
-                model.set_weights(fit_model.get_weights())
-                model.save_weights(weights)
-                line = (f"epoch {epoch + 1}/{args.epochs} loss {logs['loss']:.4f} "
-                        f"({time.perf_counter() - t0:.0f}s)")
-                print(line, flush=True)
-                with open(out / "train.log", "a") as log:
-                    log.write(line + "\n")
-
-        fit_model.fit(Batches(), epochs=args.epochs, callbacks=[Log()], verbose=0)
+        fine_tune(model, sampler, type_weights, joint_loss(cw), args, weights, t0)
     model.load_weights(weights)
 
     shipped_clf = NucleusClassifier.load("consep_types")
