@@ -273,11 +273,11 @@ def main(argv: list[str] | None = None) -> int:
         hv = pred[..., 2:]
         add("fine-tuned with HV head: own nucleus/interior, card post-processing", ds,
             probabilities_to_labels(probs, params), truth)
-        fg = probs[..., 0] >= params.threshold
+        contact = hv_contact(hv, probs[..., 0] >= params.threshold)  # one map for every edge
         for edge in EDGES:
             add(f"HoVer-Net post-processing, edge {edge}", ds,
                 hover_labels(probs[..., 0], hv, edge), truth)
-            cut = hv_contact(hv, fg) >= edge
+            cut = contact >= edge
             carved = probs.copy()
             carved[..., 1] = np.where(cut, 0, carved[..., 1])
             lab = probabilities_to_labels(carved, params.replace(marker_dynamic=0.0))
