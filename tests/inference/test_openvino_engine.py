@@ -84,3 +84,38 @@ def test_a_cached_conversion_segments_without_importing_tensorflow(threshold_mod
         assert res.returncode == 0, res.stderr[-2000:]
         seen.append(res.stdout.split()[-2:])
     assert seen == [["openvino", "True"], ["openvino", "False"]]
+
+
+def test_openvino_sends_no_usage_telemetry(threshold_model_path, tmp_path):
+    """OpenVINO reports each import and conversion to Google Analytics unless told not to,
+    and keeps a client id in ``~/intel``; a segmentation (import, conversion, inference)
+    through NucleoSeg loads OpenVINO's stand-in instead and writes nothing to the home folder.
+    The control, ``NUCLEOSEG_OPENVINO_TELEMETRY=1``, shows the check can fail (with ``CI``
+    set, so that OpenVINO itself declines to send from this test)."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np\n"
+            "from nucleoseg.inference.segment import Segmenter\n"
+            "from nucleoseg.inference.predict import run\n"
+            "seg = Segmenter.load(sys.argv[1], precision='float32')\n"
+            "run(seg.segment(np.full((96, 96, 3), 200, np.uint8)))\n"
+            "import openvino.tools.ovc.telemetry_utils as t\n"
+            "print(seg.engine, t.tm.__name__)\n")
+    base = {k: v for k, v in os.environ.items()
+            if k not in ("CI", "TF_BUILD", "JENKINS_URL", "NUCLEOSEG_OPENVINO_TELEMETRY")}
+    base.update(NUCLEOSEG_CACHE=str(tmp_path / "cache"), NUCLEOSEG_ENGINE="openvino",
+                TF_CPP_MIN_LOG_LEVEL="2")
+    seen = {}
+    for case, extra in {"ours": {}, "control": {"NUCLEOSEG_OPENVINO_TELEMETRY": "1",
+                                                "CI": "true"}}.items():
+        home = tmp_path / case
+        home.mkdir()
+        res = subprocess.run([sys.executable, "-c", code, str(threshold_model_path)],
+                             env={**base, **extra, "HOME": str(home)}, capture_output=True,
+                             text=True, timeout=300)
+        assert res.returncode == 0, res.stderr[-2000:]
+        seen[case] = res.stdout.split()[-1]
+    assert seen == {"ours": "openvino.tools.ovc.telemetry_stub", "control": "openvino_telemetry"}
+    assert not (tmp_path / "ours" / "intel").exists()

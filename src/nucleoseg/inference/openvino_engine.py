@@ -17,6 +17,7 @@ import contextlib
 import importlib.util
 import os
 import shutil
+import sys
 import tempfile
 import threading
 from collections import OrderedDict
@@ -34,6 +35,24 @@ _KEEP_SHAPES = 4
 def available() -> bool:
     """Whether the ``openvino`` package is importable (without importing it)."""
     return importlib.util.find_spec("openvino") is not None
+
+
+def import_openvino() -> Any:
+    """``import openvino`` without OpenVINO's usage telemetry; every import goes through here.
+
+    OpenVINO sends anonymous usage events to Google Analytics by default, on import and on
+    each model conversion, and keeps a client id in ``~/intel`` ("OpenVINO Telemetry" on
+    docs.openvino.ai; ``opt_in_out --opt_out`` stops it machine-wide). A tool that
+    segments patients' slides should contact no one, so before OpenVINO is first imported
+    its telemetry package is hidden from this process, and OpenVINO takes the stand-in it
+    ships for installs without it. ``NUCLEOSEG_OPENVINO_TELEMETRY=1`` leaves OpenVINO's own
+    behaviour.
+    """
+    if "openvino" not in sys.modules and os.environ.get("NUCLEOSEG_OPENVINO_TELEMETRY") != "1":
+        sys.modules.setdefault("openvino_telemetry", None)  # import fails: the stand-in
+    import openvino
+
+    return openvino
 
 
 def cache_folder() -> Path:
@@ -66,7 +85,7 @@ class OpenVINOModel:
     def __init__(self, model: Any = None, precision: str = "float32",
                  checksum: str | None = None, loader: Callable[[], Any] | None = None,
                  ir: str | Path | None = None) -> None:
-        import openvino as ov
+        ov = import_openvino()
 
         if precision not in _HINTS:
             raise ValueError(f"precision must be one of {', '.join(_HINTS)}, not {precision!r}")
@@ -116,7 +135,7 @@ class OpenVINOModel:
 def _converted(load: Callable[[], Any], checksum: str | None, core: Any) -> Any:
     """The OpenVINO model of the Keras model ``load()`` returns: from the cache when its
     checksum is there (``load`` is then not called)."""
-    import openvino as ov
+    ov = import_openvino()
 
     # keyed by the weights and the converter: a new OpenVINO converts again
     cached = cache_folder() / f"{checksum}-{ov.__version__.split('-')[0]}.xml" if checksum \
@@ -136,7 +155,7 @@ def _converted(load: Callable[[], Any], checksum: str | None, core: Any) -> Any:
 
 def _save(converted: Any, xml: Path) -> None:
     """Write an OpenVINO model to ``xml`` and its ``.bin`` atomically (float32 weights)."""
-    import openvino as ov
+    ov = import_openvino()
 
     xml.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=xml.parent, prefix=".convert-"))
@@ -166,7 +185,7 @@ def _convert(model: Any) -> Any:
         raise RuntimeError("OpenVINO conversion needs Keras on the TensorFlow backend, not "
                            f"{keras.backend.backend()}")
     with tempfile.TemporaryDirectory(prefix="nucleoseg-ov-") as tmp:
-        import openvino as ov
+        ov = import_openvino()
 
         path = Path(tmp) / "model.xml"
         # any batch; the sizes the model was built for (None = any size)

@@ -68,9 +68,9 @@ def _probe_key(engine: str) -> str:
 
     name, flags = _cpu_flags()
     if engine == "openvino":
-        import openvino
+        from ..inference.openvino_engine import import_openvino
 
-        version = f"openvino {openvino.__version__.split('-')[0]}"
+        version = f"openvino {import_openvino().__version__.split('-')[0]}"
     else:
         import keras
 
@@ -102,7 +102,10 @@ def _time_openvino(side: int = 160, channels: int = 64, layers: int = 3,
                    rounds: int = 3) -> dict[str, float]:
     """Best seconds of a 3x3 convolution stack in OpenVINO, float32 and bfloat16 hints."""
     import numpy as np
-    import openvino as ov
+
+    from ..inference.openvino_engine import import_openvino
+
+    ov = import_openvino()
     import openvino.opset13 as ops
 
     rng = np.random.default_rng(0)
