@@ -21,10 +21,10 @@ The validation tiles (never the test tiles) then compare:
 
 Run: ``python benchmarks/hv_head.py --out /tmp/hv`` (CPU: ~40 min of training on 2 cores);
 ``--evaluate-only`` re-scores a saved ``/tmp/hv/hv_unet.weights.h5``. What the 8 CPU epochs
-did not settle, a GPU run from random weights with HoVer-Net's length of training can:
-``KERAS_BACKEND=jax python benchmarks/hv_head.py --scratch --epochs 100 --steps 200``
-(the thresholds of the card's post-processing, used for the nucleus/interior row, were
-chosen for the shipped weights).
+did not settle, a GPU run from random weights with a longer training can
+(``scripts/gpu_session.sh``: ``--scratch --train-only --time-budget S``, then
+``--evaluate-only`` here; ``--hv-weight 0`` is its control). The thresholds of the card's
+post-processing, used for the nucleus/interior row, were chosen for the shipped weights.
 """
 
 from __future__ import annotations
@@ -94,7 +94,9 @@ def sobel_kernel() -> np.ndarray:
     return np.stack([kx, ky], -1)[..., None].astype(np.float32)
 
 
-def hv_loss_fn():
+def hv_loss_fn(weight: float = 1.0):
+    """The card's loss on (nucleus, interior) plus ``weight`` x HoVer-Net's on the HV maps
+    (``weight`` 0: a control trained without them)."""
     from keras import ops
 
     from nucleoseg.training.train import bce_dice_loss
@@ -109,7 +111,7 @@ def hv_loss_fn():
         gp = ops.depthwise_conv(p, kernel, padding="same")
         fg = y_true[..., :1]
         msge = ops.sum(fg * ops.square(gp - gt)) / (2 * ops.sum(fg) + 1e-8)
-        return seg + mse + msge
+        return seg + weight * (mse + msge)
 
     return loss
 
@@ -165,34 +167,63 @@ def hover_labels(fg_prob: np.ndarray, hv: np.ndarray, edge: float, threshold: fl
 
 def fine_tune(model, sampler, targets_of, loss, args, weights: Path, t0: float) -> None:
     """Fit ``model`` (in ``args.precision``) on ``sampler``'s patches, their targets made by
-    ``targets_of``: cosine from ``args.lr`` over ``args.epochs x args.steps`` batches, the
-    weights saved and a line logged to ``train.log`` beside them after every epoch."""
+    ``targets_of``, the weights saved and a line logged to ``train.log`` beside them after
+    every epoch.
+
+    The learning rate follows a cosine from ``args.lr`` to 0 over ``args.epochs x
+    args.steps`` batches or, with ``args.time_budget``, over that many seconds of training
+    (set at each epoch's start; the run stops before an epoch would overrun the budget), so
+    a GPU run completes its schedule whatever its speed. Batches are drawn by
+    ``args.workers`` threads, each from its own generator seeded by (epoch, batch).
+    """
+    import math
+
     import keras
 
     from nucleoseg.models.precision import with_precision
     from nucleoseg.training.train import compile_model
 
+    budget = args.time_budget
+
     class Batches(keras.utils.PyDataset):
+        def __init__(self):
+            super().__init__(workers=args.workers, use_multiprocessing=False)
+            self.epoch = 0
+
         def __len__(self):
             return args.steps
 
         def __getitem__(self, i):
-            x, y = sampler.batch(args.batch_size)
+            x, y = sampler.batch(args.batch_size, np.random.default_rng((0, self.epoch, i)))
             return x, targets_of(y)
+
+        def on_epoch_end(self):
+            self.epoch += 1
 
     keras.utils.set_random_seed(0)
     fit_model = with_precision(model, args.precision)
-    compile_model(fit_model, args.lr, loss, decay_steps=args.epochs * args.steps)
+    compile_model(fit_model, args.lr, loss,
+                  decay_steps=None if budget else args.epochs * args.steps)
+    start = time.perf_counter()
 
     class Log(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.began = time.perf_counter()
+            if budget:
+                done = min(1.0, (self.began - start) / budget)
+                fit_model.optimizer.learning_rate = args.lr * 0.5 * (1 + math.cos(math.pi * done))
+
         def on_epoch_end(self, epoch, logs=None):
             model.set_weights(fit_model.get_weights())
             model.save_weights(weights)
+            now = time.perf_counter()
             line = (f"epoch {epoch + 1}/{args.epochs} loss {logs['loss']:.4f} "
-                    f"({time.perf_counter() - t0:.0f}s)")
+                    f"({now - t0:.0f}s)")
             print(line, flush=True)
             with open(weights.parent / "train.log", "a") as log:
                 log.write(line + "\n")
+            if budget and now - start + (now - self.began) > budget:
+                self.model.stop_training = True
 
     fit_model.fit(Batches(), epochs=args.epochs, callbacks=[Log()], verbose=0)
 
@@ -211,13 +242,35 @@ def fine_tune_parser(doc: str, out: str) -> argparse.ArgumentParser:
                     help="re-score the weights a run saved in --out")
     ap.add_argument("--val-limit", type=int, default=None,
                     help="score only the first N tiles of each data set (smoke runs)")
+    ap.add_argument("--scratch", action="store_true",
+                    help="train from random weights (a GPU run) instead of the shipped UNet's")
+    ap.add_argument("--data", default=None,
+                    help="data root (default NUCLEOSEG_DATA), e.g. a packed copy on a GPU")
+    ap.add_argument("--train-only", action="store_true",
+                    help="save the weights and stop: score them later with --evaluate-only "
+                         "(a GPU run carries the fit tiles alone)")
+    ap.add_argument("--time-budget", type=float, default=None,
+                    help="seconds of training: the cosine spans them, --epochs is a cap")
+    ap.add_argument("--workers", type=int, default=1, help="threads drawing batches")
     return ap
+
+
+def base_unet(args):
+    """The network to extend, ``(model, card)``: the shipped UNet, or its architecture with
+    random weights under ``--scratch``."""
+    from nucleoseg.models.registry import build
+    from nucleoseg.models.weights import load_model, read_card, shipped_dir
+
+    if args.scratch:  # the card alone: a GPU run carries no weights
+        card = read_card(shipped_dir() / "unet.keras")
+        return build("unet", **card.config), card
+    return load_model("unet")
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = fine_tune_parser(__doc__, "/tmp/hv")
-    ap.add_argument("--scratch", action="store_true",
-                    help="train from random weights (a GPU run) instead of the shipped UNet's")
+    ap.add_argument("--hv-weight", type=float, default=1.0,
+                    help="weight of the HV loss (0: the control, nucleus/interior alone)")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -232,26 +285,24 @@ def main(argv: list[str] | None = None) -> int:
     from nucleoseg.training.recipe import load_split
 
     datasets = ["monuseg", "consep"]
-    base, card = load_model("unet")
-    if args.scratch:
-        from nucleoseg.models.registry import build
-
-        base = build("unet", **card.config)
-    reference = load_model("unet")[0]  # the fine-tune trains base's layers in place
+    base, card = base_unet(args)
     model = build_hv(base)
     weights = out / "hv_unet.weights.h5"
     t0 = time.perf_counter()
     if not args.evaluate_only:
-        names, images, labels = load_split("fit", None, datasets)
+        names, images, labels = load_split("fit", args.data, datasets)
         groups = [datasets.index(n.split("/")[0]) for n in names]
         targets = [np.concatenate([make_targets(lb), _ids_to_channels(lb)], -1) for lb in labels]
         sampler = PatchSampler(images, targets, 256, True, 0,
                                augmentation=STRONG_AUGMENTATION, groups=groups)
 
-        fine_tune(model, sampler, with_hv, hv_loss_fn(), args, weights, t0)
+        fine_tune(model, sampler, with_hv, hv_loss_fn(args.hv_weight), args, weights, t0)
+        if args.train_only:
+            return 0
     model.load_weights(weights)
+    reference = load_model("unet")[0]  # the fine-tune trained base's layers in place
 
-    names, images, labels = load_split("val", None, datasets)
+    names, images, labels = load_split("val", args.data, datasets)
     if args.val_limit:
         keep = [i for ds in datasets
                 for i in [k for k, n in enumerate(names) if n.startswith(ds)][:args.val_limit]]

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from hv_head import _ids_to_channels, fine_tune, fine_tune_parser  # noqa: E402
+from hv_head import _ids_to_channels, base_unet, fine_tune, fine_tune_parser  # noqa: E402
 from type_head_frozen import LEVELS, build_head  # noqa: E402
 
 MIX = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -96,14 +96,13 @@ def main(argv: list[str] | None = None) -> int:
     from nucleoseg.training.data import STRONG_AUGMENTATION, PatchSampler, make_targets
     from nucleoseg.training.recipe import load_split
 
-    base, card = load_model("unet")
-    reference = load_model("unet")[0]  # the fine-tune trains base's layers in place
+    base, card = base_unet(args)
     model = build_joint(base)
     weights = out / "unet_types.weights.h5"
     t0 = time.perf_counter()
     if not args.evaluate_only:
-        _, mimages, mlabels = load_split("fit", None, ["monuseg"])
-        ctiles = list_tiles("fit")
+        _, mimages, mlabels = load_split("fit", args.data, ["monuseg"])
+        ctiles = list_tiles("fit", args.data)
         images, targets, groups = [], [], []
         for image, lab, types in [(i, lb, None) for i, lb in zip(mimages, mlabels, strict=True)] \
                 + [(t.image(), t.labels(), t.types()) for t in ctiles]:
@@ -120,16 +119,19 @@ def main(argv: list[str] | None = None) -> int:
                                augmentation=STRONG_AUGMENTATION, groups=groups)
 
         fine_tune(model, sampler, type_weights, joint_loss(cw), args, weights, t0)
+        if args.train_only:
+            return 0
     model.load_weights(weights)
+    reference = load_model("unet")[0]  # the fine-tune trained base's layers in place
 
     shipped_clf = NucleusClassifier.load("consep_types")
     names = {k + 1: n for k, n in enumerate(CONSEP_CLASSES)}
     seg: dict[str, dict[str, Counts]] = {"shipped UNet": {}, "fine-tuned with type head": {}}
     typ = {"(a) shipped UNet + consep_types": TypeCounts(),
            **{f"fine-tuned, head weight {a}": TypeCounts() for a in MIX}}
-    _, mimages, mlabels = load_split("val", None, ["monuseg"])
+    _, mimages, mlabels = load_split("val", args.data, ["monuseg"])
     val = [("monuseg", i, lb, None) for i, lb in zip(mimages, mlabels, strict=True)]
-    val += [("consep", t.image(), t.labels(), t.types()) for t in list_tiles("val")]
+    val += [("consep", t.image(), t.labels(), t.types()) for t in list_tiles("val", args.data)]
     if args.val_limit:
         val = [v for v in val if v[0] == "monuseg"][:args.val_limit] + \
             [v for v in val if v[0] == "consep"][:args.val_limit]

@@ -1,22 +1,45 @@
 #!/usr/bin/env bash
-# On a GPU machine: parity probabilities of every shipped model on one validation tile, and
-# the tiling benchmark and benchmarks/throughput.py on an 8192^2 image.
-# usage: bash scripts/gpu_check.sh DATA
-# .whl/ holds the wheels carried there (the machine reaches no index): pip download --no-deps
-#   --only-binary=:all: --python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64
-#   --platform manylinux_2_17_x86_64 -d .whl keras==3.15.1 namex optree
-#   (numba, scipy, scikit-image are in its image: device KINDS.md)
+# On a GPU machine (Keras on JAX): issue 16's GPU checks of the shipped models, packed into
+# $OUT for scripts/device_kit.py unpack, then compared here by scripts/gpu_compare.py.
+#   info.txt             what `nucleoseg info` says --backend auto picks, and the devices
+#   labels_M_TILE.tif    `nucleoseg segment TILE --backend auto --device auto -m M`: the CLI's
+#                        labels of each validation tile (compare: labels Dice >= 0.999)
+#   parity_M.npz         GPU probabilities of each model on the MoNuSeg validation tile
+#   tiling_gpu.txt, throughput_gpu.txt   MP/s of every model on an 8192^2 image
+# Prepare here: python scripts/device_kit.py stage --check; ... hide --keep-models; ... size
+#   --carry .device/val .device/whl; run(command="bash scripts/gpu_check.sh",
+#   carry=[".device/val", ".device/whl"], timeout_s=500); device_kit.py restore.
+# usage: bash scripts/gpu_check.sh [DATA]   (default .device/val)
 set -u
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-  --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD/src KERAS_BACKEND=jax NUCLEOSEG_USER_MODELS=/tmp/usermodels \
-  PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
-for m in unet unet_lite segnet deeplabv3 se_unet; do
-  python3 scripts/gpu_parity.py "$m" "$1" "$OUT/parity_$m.npz" 2>&1 | tail -1
+data=${1:-.device/val}
+if [ -z "${NUCLEOSEG_NO_WHEELS:-}" ]; then  # the CPU rehearsal uses its own environment
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .device/whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site:$PWD/src
+fi
+export KERAS_BACKEND=jax NUCLEOSEG_USER_MODELS=/tmp/usermodels PYTHONUNBUFFERED=1 \
+  XLA_PYTHON_CLIENT_PREALLOCATE=false
+quiet='^(W|I|E)[0-9]{4} |^WARNING: All log messages|nuclei ->'
+work=$(mktemp -d)
+cli() { python3 -c "import sys; from nucleoseg.cli import main; sys.exit(main(sys.argv[1:]))" "$@"; }
+cli info 2>&1 | grep -v -E "$quiet" | tee "$work/info.txt"
+models=${NUCLEOSEG_CHECK_MODELS:-unet unet_lite segnet deeplabv3 se_unet}
+# parity in float32 without TF32 (JAX's GPU default for float32 matmuls and convolutions):
+# a check of the backend and device, not of a precision
+for m in $models; do
+  for tile in "$data"/*/train/images/*; do
+    name=$(basename "${tile%.*}")
+    JAX_DEFAULT_MATMUL_PRECISION=float32 cli segment "$tile" -o "$work/labels_${m}_${name}.tif" \
+      -m "$m" --backend auto --device auto --precision float32 -q 2>&1 | grep -v -E "$quiet"
+  done
+  JAX_DEFAULT_MATMUL_PRECISION=float32 python3 scripts/gpu_parity.py "$m" "$data" \
+    "$work/parity_$m.npz" 2>&1 | tail -1
 done
-python3 benchmarks/tiling.py --data "$1" --size 8192 --tile 2048 --batch 4 \
-  unet unet_lite segnet deeplabv3 se_unet 2>&1 | grep -v -E "^(W|I|E)[0-9]{4} " | tee "$OUT/tiling_gpu.txt"
+size=${NUCLEOSEG_CHECK_SIZE:-8192}
+python3 benchmarks/tiling.py --data "$data" --size "$size" --tile 2048 --batch 4 $models 2>&1 \
+  | grep -v -E "$quiet" | tee "$work/tiling_gpu.txt"
 # the issue's table on the GPU: FLOPs/px, the GPU's float32 GEMM rate, bare/tiled/+post/command
 # MP/s and peak GPU memory, in float32 and bfloat16
-python3 benchmarks/throughput.py --data "$1" --size 8192 --precision float32 bfloat16 \
-  --rounds 2 2>&1 | grep -v -E "^(W|I|E)[0-9]{4} |nuclei ->" | tee "$OUT/throughput_gpu.txt"
+python3 benchmarks/throughput.py --data "$data" --size "$size" --precision float32 bfloat16 \
+  --rounds 2 $models 2>&1 | grep -v -E "$quiet" | tee "$work/throughput_gpu.txt"
+python3 scripts/device_kit.py pack "$work" "$OUT"

@@ -1,0 +1,67 @@
+"""Compare what ``scripts/gpu_check.sh`` brought back from a GPU with this CPU (issue 16).
+
+For every model: the GPU probabilities on the MoNuSeg validation tile against TensorFlow's
+float32 ones here (max and mean |difference|, relative L2), and the labels the GPU's
+``nucleoseg segment --backend auto`` wrote for each validation tile against the same
+command's labels here on the CPU in float32 (pixel Dice of the nucleus masks, AJI of the
+instances, nuclei counted). Usage::
+
+    python scripts/device_kit.py unpack FILES_AT /tmp/gpu_check
+    python scripts/gpu_compare.py /tmp/gpu_check [DATA]
+"""
+
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+
+def _tile_images(data: str | None) -> dict[str, np.ndarray]:
+    from nucleoseg.io.consep import list_tiles as consep_tiles
+    from nucleoseg.io.monuseg import list_tiles as monuseg_tiles
+
+    return {t.name: t for t in [*monuseg_tiles("val", data), *consep_tiles("val", data)]}
+
+
+def main(argv: list[str]) -> int:
+    import tifffile
+
+    from nucleoseg.cli import main as cli
+    from nucleoseg.evaluation.metrics import evaluate_pair
+    from nucleoseg.inference.predict import run
+    from nucleoseg.inference.segment import Segmenter
+
+    run_dir = Path(argv[0])
+    data = argv[1] if len(argv) > 1 else None
+    tiles = _tile_images(data)
+    tmp = Path(tempfile.mkdtemp())
+    print((run_dir / "info.txt").read_text() if (run_dir / "info.txt").exists() else "")
+    for parity in sorted(run_dir.glob("parity_*.npz")):
+        model = parity.stem.removeprefix("parity_")
+        saved = np.load(parity)
+        gpu = saved["probs"].astype(np.float32)
+        seg = Segmenter.load(model, precision="float32")
+        cpu = run(seg.probabilities(tiles[str(saved["tile"])].image()))
+        d = np.abs(gpu - cpu)
+        print(f"{model:10s} probabilities on {saved['tile']}: max|d| {d.max():.4f}  mean|d| "
+              f"{d.mean():.1e}  rel.L2 {np.linalg.norm(gpu - cpu) / np.linalg.norm(cpu):.1e}")
+        for labels in sorted(run_dir.glob(f"labels_{model}_*.tif")):
+            name = labels.stem.removeprefix(f"labels_{model}_")
+            tile = tiles[name]
+            src = tmp / f"{name}.png"
+            from PIL import Image
+
+            Image.fromarray(tile.image()).save(src)
+            mine = tmp / f"{model}_{name}.tif"
+            cli(["segment", str(src), "-o", str(mine), "-m", model, "--precision", "float32",
+                 "--backend", "tensorflow", "-q"])
+            g, c = tifffile.imread(labels), tifffile.imread(mine)
+            s = evaluate_pair(g, c)
+            print(f"{'':10s} labels {name}: Dice {s['dice']:.5f}  AJI {s['aji']:.4f}  "
+                  f"nuclei {int(g.max())} (GPU) vs {int(c.max())} (CPU)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
