@@ -146,7 +146,11 @@ def unpack(parts: str, dest: str) -> None:
     try:
         with tarfile.open(joined, "r:gz") as tar:
             for member in tar:
-                tar.extract(member, dest, filter="data")  # no paths out of dest
+                try:
+                    tar.extract(member, dest, filter="data")  # no paths out of dest
+                except tarfile.FilterError as exc:
+                    print(f"refused {member.name}: {exc}")
+                    continue
                 names.append(member.name)
     except (EOFError, tarfile.ReadError, OSError) as exc:
         print(f"archive cut short after {len(names)} files ({exc})")

@@ -12,6 +12,9 @@
 # Back here: python scripts/device_kit.py unpack FILES_AT /tmp/gpu_run, then score each on the
 # validation tiles: python benchmarks/hv_head.py --evaluate-only --out /tmp/gpu_run/hv_scratch
 # (and control_scratch; type_head_joint.py --evaluate-only --out /tmp/gpu_run/types_scratch).
+# Batches (16 patches, strong augmentation, HV targets) are drawn by 4 threads per run: one
+# Zen 4 thread makes 6.3 a second, two make 10.2 (1.6x), so 3 runs x 4 threads should feed
+# ~20 steps/s each on the machine's 16 cores (an estimate: the GPU's share is unmeasured).
 set -u
 budget=$1; shift
 if [ -z "${NUCLEOSEG_NO_WHEELS:-}" ]; then  # the CPU rehearsal uses its own environment
