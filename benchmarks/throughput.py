@@ -177,7 +177,7 @@ def main() -> None:
     import tifffile
     from tiling import big_image
 
-    from nucleoseg.backend import inference_engine
+    from nucleoseg.backend import inference_engine, installed
     from nucleoseg.cli import main as cli
     from nucleoseg.inference.postprocess import probabilities_to_labels
     from nucleoseg.inference.predict import normalize, predict_batch, run
@@ -189,8 +189,9 @@ def main() -> None:
     print(f"inference engine: {inference_engine()} (NUCLEOSEG_ENGINE / --backend)")
     gemm = sgemm_gflops if kind == "cpu" else gpu_gemm_gflops
     rates = [gemm()]
-    # on a CPU with native bfloat16, the rate bfloat16 models are held to
-    bf16_rates = [bf16_gemm_gflops()] if kind == "cpu" and \
+    # on a CPU with native bfloat16, the rate bfloat16 models are held to (measured with
+    # TensorFlow: left out where it is not installed)
+    bf16_rates = [bf16_gemm_gflops()] if kind == "cpu" and installed("tensorflow") and \
         {"auto", "bfloat16"} & set(args.precision) else []
     print(f"device: {device}")
     image = big_image(args.size, args.data)

@@ -109,6 +109,23 @@ def _keras_backend_env() -> str | None:
     return value if value and value != "tensorflow" else None
 
 
+def _cpu_choice() -> Choice:
+    """``auto`` without a GPU: OpenVINO (it converts through Keras on TensorFlow), else the
+    first installed of TensorFlow, JAX and PyTorch."""
+    if installed("tensorflow"):
+        if installed("openvino"):
+            return Choice("openvino", "cpu", "no GPU visible: OpenVINO on the CPU (faster "
+                          "than TensorFlow there)")
+        return Choice("tensorflow", "cpu", "no GPU visible and OpenVINO not installed: "
+                      "TensorFlow on the CPU")
+    for candidate in ("jax", "torch"):
+        if installed(candidate):
+            return Choice(candidate, "cpu", f"no GPU visible and TensorFlow not installed: "
+                          f"{candidate} on the CPU")
+    raise BackendError("no Keras backend is installed: pip install napari-nucleoseg "
+                       "(TensorFlow), or its [jax] or [torch] extra")
+
+
 def choose(backend: str | None = None, device: str = "auto") -> Choice:
     """Decide backend and device (see the module docstring); imports nothing of Keras.
 
@@ -134,11 +151,7 @@ def choose(backend: str | None = None, device: str = "auto") -> Choice:
         if device == "gpu":
             hint = GPU_INSTALL.get(sys.platform, GPU_INSTALL["linux"])
             raise BackendError(f"no installed backend sees a GPU; install one: {hint}")
-        if installed("openvino"):
-            return Choice("openvino", "cpu", "no GPU visible: OpenVINO on the CPU (faster "
-                          "than TensorFlow there)")
-        return Choice("tensorflow", "cpu", "no GPU visible and OpenVINO not installed: "
-                      "TensorFlow on the CPU")
+        return _cpu_choice()
     if not installed(backend):
         extra = {"tensorflow": "", "jax": "[jax]", "torch": "[torch]", "openvino": ""}[backend]
         raise BackendError(f"the {backend} backend is not installed: "

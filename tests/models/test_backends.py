@@ -72,6 +72,26 @@ def test_choose_backend_and_device(monkeypatch):
         choose("tensorflow", "gpu")  # this machine (and CI) has no GPU
 
 
+@pytest.mark.parametrize("present, picked", [
+    ({"tensorflow", "openvino", "jax"}, "openvino"),
+    ({"tensorflow", "jax"}, "tensorflow"),
+    ({"openvino", "jax", "torch"}, "jax"),  # OpenVINO converts through TensorFlow
+    ({"torch"}, "torch"),
+])
+def test_auto_on_a_cpu_picks_an_installed_backend(monkeypatch, present, picked):
+    """Without a GPU, ``auto`` never names a backend that is missing (a machine without
+    TensorFlow, like the GPU image's, then failed at ``import keras``)."""
+    import nucleoseg.backend as backend
+
+    monkeypatch.delenv("NUCLEOSEG_BACKEND", raising=False)
+    monkeypatch.delenv("KERAS_BACKEND", raising=False)
+    monkeypatch.setattr(backend, "installed", lambda name: name in present)
+    assert choose("auto", "cpu").backend == picked
+    monkeypatch.setattr(backend, "installed", lambda name: False)
+    with pytest.raises(BackendError, match="no Keras backend is installed"):
+        choose("auto", "cpu")
+
+
 @pytest.mark.slow
 @pytest.mark.data
 @pytest.mark.parametrize("backend", OTHER)
