@@ -9,6 +9,7 @@
 # Prepare here: python scripts/device_kit.py stage --check; ... hide --keep-models; ... size
 #   --carry .device/val .device/whl; run(command="bash scripts/gpu_check.sh",
 #   carry=[".device/val", ".device/whl"], timeout_s=500); device_kit.py restore.
+#   NUCLEOSEG_CHECK_BUDGET (default 420 s) bounds all the steps together.
 # usage: bash scripts/gpu_check.sh [DATA]   (default .device/val)
 set -u
 data=${1:-.device/val}
@@ -21,6 +22,9 @@ export KERAS_BACKEND=jax NUCLEOSEG_USER_MODELS=/tmp/usermodels PYTHONUNBUFFERED=
   XLA_PYTHON_CLIENT_PREALLOCATE=false
 quiet='^(W|I|E)[0-9]{4} |^WARNING: All log messages|nuclei ->'
 work=$(mktemp -d)
+# every step ends before the deadline, so the packing always runs (what ran comes back)
+deadline=$((SECONDS + ${NUCLEOSEG_CHECK_BUDGET:-420}))
+python3() { timeout -k 5 $((deadline > SECONDS ? deadline - SECONDS : 1)) python3 "$@"; }
 cli() { python3 -c "import sys; from nucleoseg.cli import main; sys.exit(main(sys.argv[1:]))" "$@"; }
 cli info 2>&1 | grep -v -E "$quiet" | tee "$work/info.txt"
 models=${NUCLEOSEG_CHECK_MODELS:-unet unet_lite segnet deeplabv3 se_unet}
@@ -42,4 +46,4 @@ python3 benchmarks/tiling.py --data "$data" --size "$size" --tile 2048 --batch 4
 # MP/s and peak GPU memory, in float32 and bfloat16
 python3 benchmarks/throughput.py --data "$data" --size "$size" --precision float32 bfloat16 \
   --rounds 2 $models 2>&1 | grep -v -E "$quiet" | tee "$work/throughput_gpu.txt"
-python3 scripts/device_kit.py pack "$work" "$OUT"
+command python3 scripts/device_kit.py pack "$work" "$OUT"

@@ -29,6 +29,9 @@ work=$(mktemp -d)
 common=(--data .device/data --train-only --time-budget "$budget" --epochs 100000 --steps 100
         --batch-size 16 --lr 1e-3 --workers 4 --scratch "$@")
 quiet='^(W|I|E)[0-9]{4} |^WARNING: All log messages|Source Location|external/xla|UserWarning|warnings.warn'
+# a run that hangs is stopped in time for the packing: what it saved still comes back
+limit=$((budget + 120))
+python3() { timeout -k 10 "$limit" python3 "$@"; }
 python3 benchmarks/hv_head.py --out "$work/hv_scratch" "${common[@]}" 2>&1 \
   | grep -v -E "$quiet" > "$work/hv_scratch.log" &
 python3 benchmarks/hv_head.py --out "$work/control_scratch" --hv-weight 0 "${common[@]}" 2>&1 \
@@ -39,4 +42,4 @@ wait
 for run in hv_scratch control_scratch types_scratch; do
   echo "== $run"; tail -n 4 "$work/$run.log"
 done
-python3 scripts/device_kit.py pack "$work" "$OUT"
+command python3 scripts/device_kit.py pack "$work" "$OUT"
