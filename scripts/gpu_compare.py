@@ -16,6 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
+#: Issue 16's bars: float32 probabilities and the labels they give.
+MEAN_DIFF = 1e-4
+LABELS_DICE = 0.999
+
 
 def _tile_images(data: str | None) -> dict[str, np.ndarray]:
     from nucleoseg.io.consep import list_tiles as consep_tiles
@@ -45,7 +49,8 @@ def main(argv: list[str]) -> int:
         cpu = run(seg.probabilities(tiles[str(saved["tile"])].image()))
         d = np.abs(gpu - cpu)
         print(f"{model:10s} probabilities on {saved['tile']}: max|d| {d.max():.4f}  mean|d| "
-              f"{d.mean():.1e}  rel.L2 {np.linalg.norm(gpu - cpu) / np.linalg.norm(cpu):.1e}")
+              f"{d.mean():.1e}  rel.L2 {np.linalg.norm(gpu - cpu) / np.linalg.norm(cpu):.1e}"
+              f"  ({'within' if d.mean() <= MEAN_DIFF else 'OVER'} mean |d| <= {MEAN_DIFF})")
         for labels in sorted(run_dir.glob(f"labels_{model}_*.tif")):
             name = labels.stem.removeprefix(f"labels_{model}_")
             tile = tiles[name]
@@ -59,7 +64,8 @@ def main(argv: list[str]) -> int:
             g, c = tifffile.imread(labels), tifffile.imread(mine)
             s = evaluate_pair(g, c)
             print(f"{'':10s} labels {name}: Dice {s['dice']:.5f}  AJI {s['aji']:.4f}  "
-                  f"nuclei {int(g.max())} (GPU) vs {int(c.max())} (CPU)")
+                  f"nuclei {int(g.max())} (GPU) vs {int(c.max())} (CPU)  "
+                  f"({'meets' if s['dice'] >= LABELS_DICE else 'BELOW'} Dice >= {LABELS_DICE})")
     return 0
 
 

@@ -59,3 +59,23 @@ def test_unpack_writes_nothing_outside_its_folder(tmp_path, capsys):
     kit.unpack(str(tmp_path / "out"), str(tmp_path / "back" / "inner"))
     assert not (tmp_path / "back" / "escaped").exists()
     assert "refused ../escaped" in capsys.readouterr().out
+
+
+def test_the_gpu_session_passes_options_its_scripts_take(monkeypatch):
+    """``scripts/gpu_session.sh`` runs unattended on a GPU: every option it gives the two
+    training scripts must parse (a renamed flag would otherwise be found only there)."""
+    import re
+    import shlex
+
+    root = Path(__file__).parents[1]
+    text = (root / "scripts" / "gpu_session.sh").read_text()
+    common = shlex.split(re.search(r"common=\((.*?)\)", text, re.S).group(1))
+    common = ["420" if a == "$budget" else a for a in common if a != "$@"]
+    monkeypatch.syspath_prepend(str(root / "benchmarks"))
+    from hv_head import fine_tune_parser
+
+    args = fine_tune_parser("x\n", "/tmp/x").parse_args(common)
+    assert (args.train_only, args.scratch, args.time_budget, args.workers) == (True, True,
+                                                                              420.0, 4)
+    for script in re.findall(r"python3 (benchmarks/\w+\.py)", text):
+        assert (root / script).is_file()
