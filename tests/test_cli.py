@@ -120,6 +120,16 @@ def test_models_lists_shipped(capsys):
     assert "unet" in out and "segnet" in out and "deeplabv3" in out
 
 
+def test_info_says_what_auto_picks_and_that_nothing_is_sent(capsys, monkeypatch):
+    monkeypatch.delenv("NUCLEOSEG_BACKEND", raising=False)
+    monkeypatch.delenv("NUCLEOSEG_OPENVINO_TELEMETRY", raising=False)
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "auto picks: openvino on the cpu" in out  # this machine and CI: no GPU
+    assert "tensorflow: installed" in out and "for a GPU: pip install" in out
+    assert "its usage telemetry: off in NucleoSeg's processes" in out
+
+
 def test_slides_batch_to_zarr_with_exports_and_resume(tmp_path, threshold_model_path, capsys):
     import json
 

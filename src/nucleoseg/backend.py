@@ -193,6 +193,14 @@ def apply(choice: Choice) -> None:
             os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
 
+def _openvino_note() -> str:
+    """What ``nucleoseg info`` says of OpenVINO, its telemetry included."""
+    telemetry = ("left as OpenVINO sets it (NUCLEOSEG_OPENVINO_TELEMETRY=1)"
+                 if os.environ.get("NUCLEOSEG_OPENVINO_TELEMETRY") == "1" else
+                 "off in NucleoSeg's processes")
+    return f"CPU inference; its usage telemetry: {telemetry}"
+
+
 def describe() -> list[str]:
     """Lines for ``nucleoseg info``: what ``auto`` picks and why, devices, what to install."""
     lines = []
@@ -201,7 +209,7 @@ def describe() -> list[str]:
     for name in BACKENDS[1:]:
         if installed(name):
             gpus = gpu_names(name)
-            lines.append(f"  {name}: installed; " + ("CPU inference" if name == "openvino"
+            lines.append(f"  {name}: installed; " + (_openvino_note() if name == "openvino"
                          else f"GPUs: {', '.join(gpus) if gpus else 'none'}"))
         else:
             lines.append(f"  {name}: not installed")
