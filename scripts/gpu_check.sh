@@ -46,4 +46,7 @@ python3 benchmarks/tiling.py --data "$data" --size "$size" --tile 2048 --batch 4
 # MP/s and peak GPU memory, in float32 and bfloat16
 python3 benchmarks/throughput.py --data "$data" --size "$size" --precision float32 bfloat16 \
   --rounds 2 $models 2>&1 | grep -v -E "$quiet" | tee "$work/throughput_gpu.txt"
+if [ "$SECONDS" -ge "$deadline" ]; then
+  echo "the deadline (${NUCLEOSEG_CHECK_BUDGET:-420} s) cut the checks short" | tee "$work/cut.txt"
+fi
 command python3 scripts/device_kit.py pack "$work" "$OUT"
