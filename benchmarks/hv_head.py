@@ -217,7 +217,8 @@ def fine_tune(model, sampler, targets_of, loss, args, weights: Path, t0: float) 
             model.set_weights(fit_model.get_weights())
             model.save_weights(weights)
             now = time.perf_counter()
-            line = (f"epoch {epoch + 1}/{args.epochs} loss {logs['loss']:.4f} "
+            lr = float(keras.ops.convert_to_numpy(fit_model.optimizer.learning_rate))
+            line = (f"epoch {epoch + 1}/{args.epochs} loss {logs['loss']:.4f} lr {lr:.2e} "
                     f"({now - t0:.0f}s)")
             print(line, flush=True)
             with open(weights.parent / "train.log", "a") as log:

@@ -46,7 +46,7 @@ def import_openvino() -> Any:
     segments patients' slides should contact no one, so before OpenVINO is first imported
     its telemetry package is hidden from this process, and OpenVINO takes the stand-in it
     ships for installs without it. ``NUCLEOSEG_OPENVINO_TELEMETRY=1`` leaves OpenVINO's own
-    behaviour.
+    behaviour, as does another package that imported OpenVINO first in the same process.
     """
     if "openvino" not in sys.modules and os.environ.get("NUCLEOSEG_OPENVINO_TELEMETRY") != "1":
         sys.modules.setdefault("openvino_telemetry", None)  # import fails: the stand-in
