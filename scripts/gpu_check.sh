@@ -13,14 +13,8 @@
 # usage: bash scripts/gpu_check.sh [DATA]   (default .device/val)
 set -u
 data=${1:-.device/val}
-if [ -z "${NUCLEOSEG_NO_WHEELS:-}" ]; then  # the CPU rehearsal uses its own environment
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .device/whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site:$PWD/src
-fi
-export KERAS_BACKEND=jax NUCLEOSEG_USER_MODELS=/tmp/usermodels PYTHONUNBUFFERED=1 \
-  XLA_PYTHON_CLIENT_PREALLOCATE=false
-quiet='^(W|I|E)[0-9]{4} |^WARNING: All log messages|nuclei ->'
+. scripts/gpu_env.sh
+quiet="$quiet|nuclei ->"
 work=$(mktemp -d)
 # every step ends before the deadline, so the packing always runs (what ran comes back)
 deadline=$((SECONDS + ${NUCLEOSEG_CHECK_BUDGET:-420}))

@@ -21,16 +21,18 @@ MEAN_DIFF = 1e-4
 LABELS_DICE = 0.999
 
 
-def _tile_images(data: str | None) -> dict[str, np.ndarray]:
-    from nucleoseg.io.consep import list_tiles as consep_tiles
-    from nucleoseg.io.monuseg import list_tiles as monuseg_tiles
+def _validation_tiles(data: str | None) -> dict:
+    from nucleoseg.io.datasets import list_tiles
 
-    return {t.name: t for t in [*monuseg_tiles("val", data), *consep_tiles("val", data)]}
+    return {t.name: t for ds in ("monuseg", "consep") for t in list_tiles(ds, "val", data)}
 
 
 def main(argv: list[str]) -> int:
     import tifffile
 
+    from nucleoseg.backend import apply, choose
+
+    apply(choose("tensorflow", "cpu"))  # the reference: Keras on TensorFlow, float32
     from nucleoseg.cli import main as cli
     from nucleoseg.evaluation.metrics import evaluate_pair
     from nucleoseg.inference.predict import run
@@ -38,7 +40,7 @@ def main(argv: list[str]) -> int:
 
     run_dir = Path(argv[0])
     data = argv[1] if len(argv) > 1 else None
-    tiles = _tile_images(data)
+    tiles = _validation_tiles(data)
     tmp = Path(tempfile.mkdtemp())
     print((run_dir / "info.txt").read_text() if (run_dir / "info.txt").exists() else "")
     for parity in sorted(run_dir.glob("parity_*.npz")):
@@ -53,13 +55,8 @@ def main(argv: list[str]) -> int:
               f"  ({'within' if d.mean() <= MEAN_DIFF else 'OVER'} mean |d| <= {MEAN_DIFF})")
         for labels in sorted(run_dir.glob(f"labels_{model}_*.tif")):
             name = labels.stem.removeprefix(f"labels_{model}_")
-            tile = tiles[name]
-            src = tmp / f"{name}.png"
-            from PIL import Image
-
-            Image.fromarray(tile.image()).save(src)
             mine = tmp / f"{model}_{name}.tif"
-            cli(["segment", str(src), "-o", str(mine), "-m", model, "--precision", "float32",
+            cli(["segment", str(tiles[name].image_path), "-o", str(mine), "-m", model, "--precision", "float32",
                  "--backend", "tensorflow", "-q"])
             g, c = tifffile.imread(labels), tifffile.imread(mine)
             s = evaluate_pair(g, c)

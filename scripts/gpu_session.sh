@@ -17,18 +17,11 @@
 # ~20 steps/s each on the machine's 16 cores (an estimate: the GPU's share is unmeasured).
 set -u
 budget=$1; shift
-if [ -z "${NUCLEOSEG_NO_WHEELS:-}" ]; then  # the CPU rehearsal uses its own environment
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .device/whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site:$PWD/src
-fi
-export KERAS_BACKEND=jax XLA_PYTHON_CLIENT_PREALLOCATE=false PYTHONUNBUFFERED=1 \
-  NUCLEOSEG_USER_MODELS=/tmp/usermodels
+. scripts/gpu_env.sh
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || echo "no GPU"
 work=$(mktemp -d)
 common=(--data .device/data --train-only --time-budget "$budget" --epochs 100000 --steps 100
         --batch-size 16 --lr 1e-3 --workers 4 --scratch "$@")
-quiet='^(W|I|E)[0-9]{4} |^WARNING: All log messages|Source Location|external/xla|UserWarning|warnings.warn'
 # a run that hangs is stopped in time for the packing: what it saved still comes back
 limit=$((budget + 120))
 python3() { timeout -k 10 "$limit" python3 "$@"; }
