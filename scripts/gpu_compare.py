@@ -56,8 +56,8 @@ def main(argv: list[str]) -> int:
         for labels in sorted(run_dir.glob(f"labels_{model}_*.tif")):
             name = labels.stem.removeprefix(f"labels_{model}_")
             mine = tmp / f"{model}_{name}.tif"
-            cli(["segment", str(tiles[name].image_path), "-o", str(mine), "-m", model, "--precision", "float32",
-                 "--backend", "tensorflow", "-q"])
+            cli(["segment", str(tiles[name].image_path), "-o", str(mine), "-m", model,
+                 "--precision", "float32", "--backend", "tensorflow", "-q"])
             g, c = tifffile.imread(labels), tifffile.imread(mine)
             s = evaluate_pair(g, c)
             print(f"{'':10s} labels {name}: Dice {s['dice']:.5f}  AJI {s['aji']:.4f}  "
