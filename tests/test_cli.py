@@ -1,5 +1,7 @@
 """The command line on real files: results, and one clear line for bad input."""
 
+import os
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -118,6 +120,15 @@ def test_models_lists_shipped(capsys):
     assert main(["models"]) == 0
     out = capsys.readouterr().out
     assert "unet" in out and "segnet" in out and "deeplabv3" in out
+
+
+def test_the_command_leaves_tensorflow_its_own_onednn_choice(monkeypatch):
+    """Forcing TF_ENABLE_ONEDNN_OPTS=1 made TensorFlow's UNet over 10x slower on an
+    AVX2-only CPU; the command (and every process it or an in-process call starts) keeps
+    TensorFlow's default."""
+    monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
+    assert main(["models"]) == 0
+    assert "TF_ENABLE_ONEDNN_OPTS" not in os.environ
 
 
 def test_info_says_what_auto_picks_and_that_nothing_is_sent(capsys, monkeypatch):

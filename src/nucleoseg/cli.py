@@ -18,8 +18,10 @@ class UsageError(Exception):
 
 
 def _quiet_tensorflow() -> None:
+    # TF_ENABLE_ONEDNN_OPTS stays TensorFlow's own choice (made from the CPU's features):
+    # forced on an AVX2-only CPU (Zen 3) it made the UNet's TensorFlow forward pass over
+    # 10x slower (docs/performance.md, session 35)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 
 def _progress_bar(desc: str, enabled: bool):
