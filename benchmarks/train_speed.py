@@ -86,8 +86,11 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
 
-    print(f"# python benchmarks/train_speed.py {' '.join(sys.argv[1:])}   "
-          f"({platform.processor() or platform.machine()}, {os.cpu_count()} cores)")
+    from nucleoseg.models.precision import _cpu_flags, cpu_has_native_bfloat16
+
+    cpu = _cpu_flags()[0] or platform.machine()
+    print(f"# python benchmarks/train_speed.py {' '.join(sys.argv[1:])}   ({cpu}, "
+          f"{os.cpu_count()} cores, native bfloat16: {cpu_has_native_bfloat16()})")
     best: dict[tuple[str, str], float] = {}
     notes: dict[tuple[str, str], str] = {}
     for r in range(args.rounds):
