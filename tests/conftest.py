@@ -15,13 +15,24 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 @pytest.fixture(autouse=True)
 def _isolated_dirs(tmp_path_factory, monkeypatch):
-    """Keras cache, XDG folders and the user model folder point at temporary folders."""
+    """Keras cache, XDG folders and the user model folder point at temporary folders.
+
+    The process environment is put back as it was after each test: a dask Nanny sets
+    ``OMP_NUM_THREADS=1`` and others in its parent ("pre-spawn-environ"), and the backend
+    choice sets ``KERAS_BACKEND``; neither may reach later tests or their child processes.
+    """
+    saved = dict(os.environ)
     base = tmp_path_factory.mktemp("home")
     for var in ("KERAS_HOME", "XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_CACHE_HOME"):
         monkeypatch.setenv(var, str(base / var.lower()))
     monkeypatch.setenv("NUCLEOSEG_USER_MODELS", str(base / "user_models"))
     monkeypatch.delenv("NUCLEOSEG_WRITE_SHIPPED", raising=False)
     yield
+    for name in set(os.environ) - set(saved):
+        del os.environ[name]
+    for name, value in saved.items():
+        if os.environ.get(name) != value:
+            os.environ[name] = value
 
 
 @pytest.fixture(scope="session")
