@@ -139,6 +139,10 @@ def test_info_says_what_auto_picks_and_that_nothing_is_sent(capsys, monkeypatch)
     assert "auto picks: openvino on the cpu" in out  # this machine and CI: no GPU
     assert "tensorflow: installed" in out and "for a GPU: pip install" in out
     assert "its usage telemetry: off in NucleoSeg's processes" in out
+    if "jax: installed" in out:
+        from nucleoseg.models.precision import cache_root
+
+        assert f"compiled programs kept in: {cache_root() / 'jax'}" in out
 
 
 def test_slides_batch_to_zarr_with_exports_and_resume(tmp_path, threshold_model_path, capsys):

@@ -72,6 +72,17 @@ def test_choose_backend_and_device(monkeypatch):
         choose("tensorflow", "gpu")  # this machine (and CI) has no GPU
 
 
+def test_jax_keeps_its_compiled_programs_in_the_project_cache(tmp_path, monkeypatch):
+    from nucleoseg.backend import jax_cache_settings
+
+    monkeypatch.setenv("NUCLEOSEG_CACHE", str(tmp_path))
+    assert jax_cache_settings({}) == {"JAX_COMPILATION_CACHE_DIR": str(tmp_path / "jax"),
+                                      "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+    mine = {"JAX_COMPILATION_CACHE_DIR": "/elsewhere"}  # the user's own setting wins
+    assert "JAX_COMPILATION_CACHE_DIR" not in jax_cache_settings(mine)
+    assert jax_cache_settings({"NUCLEOSEG_JAX_CACHE": "0"}) == {}
+
+
 @pytest.mark.parametrize("present, picked", [
     ({"tensorflow", "openvino", "jax"}, "openvino"),
     ({"tensorflow", "jax"}, "tensorflow"),
@@ -169,3 +180,7 @@ def test_cli_backend_flag_gives_the_tensorflow_labels(backend, tmp_path, thresho
     blocks = [np.asarray(read_labels_store(outs[k, "zarr"])["levels"][0])
               for k in ("tensorflow", backend)]
     assert blocks[0].max() > 5 and np.array_equal(blocks[0] > 0, blocks[1] > 0)
+    if backend == "jax":  # its runs kept their compiled programs (backend.jax_cache_settings)
+        from nucleoseg.models.precision import cache_root
+
+        assert len(list((cache_root() / "jax").glob("*-cache"))) >= 3
