@@ -4,6 +4,7 @@
 #   info.txt             what `nucleoseg info` says --backend auto picks, and the devices
 #   labels_M_TILE.tif    `nucleoseg segment TILE --backend auto --device auto -m M`: the CLI's
 #                        labels of each validation tile (compare: labels Dice >= 0.999)
+#   cli_times.txt      each of those commands' wall time
 #   parity_M.npz         GPU probabilities of each model on the MoNuSeg validation tile
 #   tiling_gpu.txt, throughput_gpu.txt   MP/s of every model on an 8192^2 image
 # Prepare here: python scripts/device_kit.py stage --check; ... hide --keep-models; ... size
@@ -27,8 +28,12 @@ models=${NUCLEOSEG_CHECK_MODELS:-unet unet_lite segnet deeplabv3 se_unet}
 for m in $models; do
   for tile in "$data"/*/train/images/*; do
     name=$(basename "${tile%.*}")
+    t0=${EPOCHREALTIME/./}
     JAX_DEFAULT_MATMUL_PRECISION=float32 cli segment "$tile" -o "$work/labels_${m}_${name}.tif" \
       -m "$m" --backend auto --device auto --precision float32 -q 2>&1 | grep -v -E "$quiet"
+    # the process's wall time: the first of a model fills JAX's compilation cache, the next
+    # reads it (backend.jax_cache_settings)
+    echo "$m $name $(( (${EPOCHREALTIME/./} - t0) / 1000 )) ms" >> "$work/cli_times.txt"
   done
   JAX_DEFAULT_MATMUL_PRECISION=float32 python3 scripts/gpu_parity.py "$m" "$data" \
     "$work/parity_$m.npz" 2>&1 | tail -1

@@ -42,7 +42,9 @@ def main(argv: list[str]) -> int:
     data = argv[1] if len(argv) > 1 else None
     tiles = _validation_tiles(data)
     tmp = Path(tempfile.mkdtemp())
-    print((run_dir / "info.txt").read_text() if (run_dir / "info.txt").exists() else "")
+    for name in ("info.txt", "cli_times.txt"):
+        if (run_dir / name).exists():
+            print((run_dir / name).read_text())
     for parity in sorted(run_dir.glob("parity_*.npz")):
         model = parity.stem.removeprefix("parity_")
         saved = np.load(parity)
