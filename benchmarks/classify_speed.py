@@ -2,11 +2,11 @@
 
 Segments the CoNSeP validation tiles (1000x1000) with a model, then times each stage of a
 classifier (default: the shipped one) on its nuclei: features, forest, patch cutting, patch
-net, the context forest's inputs and trees (when it has one), and the whole
-``predict`` call. Best of ``--repeat`` rounds per stage, in ms per tile, and the whole call
-as a share of the segment time. Run it from two checkouts (``PYTHONPATH=<other>/src``) or
-on two classifiers (``--classifier``) for an A/B on the same machine. The test tiles are
-never read.
+net (on the nuclei its gate lets through), the context forest's inputs and trees (when it
+has one), and the whole ``predict`` call. Best of ``--repeat`` rounds per stage, in ms per
+tile, and the whole call as a share of the segment time. Run it from two checkouts
+(``PYTHONPATH=<other>/src``) or on two classifiers (``--classifier``) for an A/B on the same
+machine. The test tiles are never read.
 
     python benchmarks/classify_speed.py [--model unet] [--repeat 3] [--classifier NAME|NPZ]
 """
@@ -53,7 +53,7 @@ def main() -> None:
     def segment(image):
         return run(seg.segment(image))
 
-    per_tile = []
+    per_tile, shares = [], []
     for k, image in enumerate(images):
         best.clear()
         for _ in range(args.repeat):
@@ -62,7 +62,13 @@ def main() -> None:
             ids, feats = timed("features", nucleus_features, image, labels)
             p1 = timed("forest", clf.forest.predict_proba, feats)
             two_scale = getattr(clf, "patch_context", False)
-            patches = timed("patches", nucleus_patches, image, labels, ids,
+            gated = ids
+            if getattr(clf, "patch_gate", None) is not None:  # the nuclei the net runs on
+                from nucleoseg.classify.context import nucleus_centres
+
+                ctx = clf._forest_proba(feats, nucleus_centres(labels, ids))
+                gated = ids[clf.patch_runs(ctx)]
+            patches = timed("patches", nucleus_patches, image, labels, gated,
                             *((None, True) if two_scale else ()))
             clf._runner = clf._runner or clf._patch_runner()
             cnn = timed("patch net", clf._runner, patches)
@@ -75,6 +81,7 @@ def main() -> None:
                 x = timed("neighbour means", context_inputs, feats, p1, centres,
                           clf.context_sigmas)
                 timed("context forest", clf.context_forest.predict_proba, x)
+        shares.append(len(gated) / max(len(ids), 1))
         per_tile.append((len(ids), dict(best)))
         print(f"tile {k}: {len(ids)} nuclei", flush=True)
     stages = list(per_tile[0][1])
@@ -87,6 +94,8 @@ def main() -> None:
         print(f"{s:<22}{ms:>10.1f}")
     share = sum(t["classify (predict)"] for _, t in per_tile) / sum(
         t["segment"] for _, t in per_tile)
+    print(f"patch net on {np.mean(shares):.0%} of the nuclei (its gate: "
+          f"{getattr(clf, 'patch_gate', None)})")
     print(f"classify / segment: {share:.1%}")
 
 

@@ -185,6 +185,7 @@ def test_shipped_consep_classifier_loads():
     # the stages and weights chosen on the validation tiles (scripts/classifier_context.py)
     assert clf.context_forest is not None and clf.context_sigmas == (15.0, 30.0, 60.0)
     assert clf.class_weights == [4.0, 1.0, 1.0, 1.5]
+    assert clf.patch_gate == 0.35  # scripts/classifier_gate.py
 
 
 def test_class_weights_decide_and_round_trip(tmp_path):
@@ -449,3 +450,82 @@ def test_global_slide_ids_are_described_like_small_ids():
     big_geo = labels_to_geojson(big)["features"]
     assert [f["id"] for f in big_geo] == [to_big[f["id"]] for f in small_geo]
     assert [f["geometry"] for f in big_geo] == [f["geometry"] for f in small_geo]
+
+
+def test_patch_gate_runs_the_net_only_on_unsure_nuclei(tmp_path):
+    """With a gate, the patch net sees only the nuclei whose forest margin is below it; the
+    others keep the forest's probabilities, the rest are as without a gate; the gate is kept
+    in the card and a bad one is refused."""
+    from nucleoseg.classify.classifier import forest_margin
+    from nucleoseg.classify.patch_net import nucleus_patches, train_patch_net
+
+    img, lab, kinds = _two_kinds()
+    ids, feats = nucleus_features(img, lab)
+    y = np.array([kinds[int(i)] for i in ids])
+    clf = NucleusClassifier.fit(feats, y, ["small", "large"], trees=10, seed=1)
+    clf.forest.value[:] = np.random.default_rng(0).dirichlet((1, 1), len(clf.forest.value))
+    clf.patch_net = train_patch_net(nucleus_patches(img, lab, ids), y, 2, epochs=1)
+    clf.patch_weight = 0.5
+    _, ungated = clf.predict_proba(img, lab)
+    forest = clf.forest.predict_proba(feats)
+    margin = forest_margin(forest)
+    clf.patch_gate = float(np.median(margin))
+    unsure = margin < clf.patch_gate
+    assert 0 < unsure.sum() < len(ids)
+    runner, seen = clf._runner, []
+    clf._runner = lambda patches: (seen.append(len(patches)), runner(patches))[1]
+    _, gated = clf.predict_proba(img, lab)
+    assert seen == [int(unsure.sum())]
+    np.testing.assert_allclose(gated[~unsure], forest[~unsure], atol=1e-6)
+    np.testing.assert_allclose(gated[unsure], ungated[unsure], atol=1e-3)
+    clf.patch_gate = 0.0  # nothing is unsure: the net does not run
+    seen.clear()
+    np.testing.assert_allclose(clf.predict_proba(img, lab)[1], forest, atol=1e-6)
+    assert seen == []
+
+    clf.patch_gate = float(np.median(margin))
+    path = clf.save(tmp_path, "gated")
+    card = json.loads(path.with_suffix(".json").read_text())
+    assert card["patch_net"]["gate"]["margin"] == clf.patch_gate
+    back = NucleusClassifier.load(path)
+    assert back.patch_gate == clf.patch_gate
+    np.testing.assert_allclose(back.predict_proba(img, lab)[1], gated, atol=1e-3)
+    for bad in (1.5, -0.1, "x"):
+        card["patch_net"]["gate"]["margin"] = bad
+        path.with_suffix(".json").write_text(json.dumps(card))
+        with pytest.raises(ClassifierError, match="gate"):
+            NucleusClassifier.load(path)
+    del card["patch_net"]["gate"]  # a card without a gate: the net runs on every nucleus
+    path.with_suffix(".json").write_text(json.dumps(card))
+    assert NucleusClassifier.load(path).patch_gate is None
+
+
+def test_the_gate_chosen_keeps_the_ungated_classes():
+    """Hand-built validation inputs: a patch net (weight 0.5) that says (0.2, 0.8) flips the
+    forest's "class 0" exactly where the forest's margin is below 0.6, so the smallest gate
+    that keeps the ungated classes is 0.6 (0.5 changes a tenth of them)."""
+    from nucleoseg.classify.recipe import choose_patch_gate, gated_classes
+
+    clf = NucleusClassifier.load("consep_types")
+    clf.class_weights, clf.patch_weight = None, 0.5
+    m = (np.arange(100) + 0.5) / 100
+    forest = np.zeros((100, 4))
+    forest[:, 2], forest[:, 3] = 0.5 + m / 2, 0.5 - m / 2
+    cnn = np.zeros((100, 4))
+    cnn[:, 2], cnn[:, 3] = 0.2, 0.8
+    proba = np.hstack([forest, cnn])
+    classes, runs = gated_classes(clf, proba, None)
+    np.testing.assert_array_equal(classes, np.where(m < 0.6, 3, 2))
+    assert runs.all()
+    classes, runs = gated_classes(clf, proba, 0.5)
+    np.testing.assert_array_equal(runs, m < 0.5)
+    assert ((classes == 3) == (m < 0.5)).all()
+    centres = np.stack([np.arange(100) * 30.0, np.zeros(100)], 1)
+    truth = np.where(m < 0.6, 4, 3)
+    validation: dict = {}
+    choose_patch_gate(clf, [(proba, centres, centres, truth)], validation, "v", log=lambda s: 0)
+    assert clf.patch_gate == 0.6
+    record = validation["patch_gate"]
+    assert record["by_gate"]["0.5"]["agreement"] == 0.9
+    assert record["by_gate"]["0.6"] == {"agreement": 1.0, "net_share": 0.6, "mean_f_c": 1.0}
+    assert validation["v"]["accuracy"] == 1.0

@@ -41,6 +41,12 @@ PALETTE = ("#ffd400", "#00c8ff", "#ff3030", "#30ff60", "#ff8c00", "#b070ff", "#f
            "#00ffd0")
 
 
+def forest_margin(proba: np.ndarray) -> np.ndarray:
+    """``(N,)``: each row's best probability minus its second best."""
+    top = np.partition(proba, proba.shape[1] - 2, axis=1)[:, -2:]
+    return top[:, 1] - top[:, 0]
+
+
 def context_width(n_features: int, n_classes: int, n_sigmas: int, with_net: bool) -> int:
     """How many inputs the context forest reads: the features, then the first forest's
     probabilities (and the patch net's, ``with_net``) and their neighbour mean at each
@@ -87,6 +93,11 @@ class NucleusClassifier:
         means (trained on out-of-fold ones,
         :func:`~nucleoseg.classify.stacking.fit_context_forest`).
         Where the patch net cannot run, the first forest's probabilities are the forest part.
+    patch_gate : float, optional
+        Run the patch net only on the nuclei whose class-weighted forest probabilities have
+        a margin (best minus second best) below this; the others keep the forests' answer.
+        Chosen on validation tiles (:func:`~nucleoseg.classify.recipe.choose_patch_gate`).
+        None = every nucleus. Unused when the context forest takes the net's probabilities.
     """
 
     classes: list[str]
@@ -101,6 +112,7 @@ class NucleusClassifier:
     context_sigmas: tuple[float, ...] = ()
     patch_context: bool = False
     context_with_patch_net: bool = False
+    patch_gate: float | None = None
     _runner: Any = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
@@ -193,19 +205,41 @@ class NucleusClassifier:
         else:
             ids, feats = features
             centres = nucleus_centres(labels, ids) if self.context_forest is not None else None
-        cnn = None
-        if self.patch_net is not None and ids.size:
-            from .patch_net import nucleus_patches
-
-            if self._runner is None:
-                self._runner = self._patch_runner()
-            cnn = self._runner(nucleus_patches(image, labels, ids, centres,
-                                               context=self.patch_context))
-        proba = self._forest_proba(feats, centres, cnn)
-        if cnn is not None:
+        if self.patch_net is None or not ids.size:
+            proba = self._forest_proba(feats, centres)
+        elif self.context_with_patch_net:
+            cnn = self._patch_proba(image, labels, ids, centres)
+            proba = self._forest_proba(feats, centres, cnn)
             proba = (1 - self.patch_weight) * proba + self.patch_weight * cnn
+        else:
+            proba = self._forest_proba(feats, centres)
+            runs = self.patch_runs(proba)
+            if runs.all():
+                cnn = self._patch_proba(image, labels, ids, centres)
+                proba = (1 - self.patch_weight) * proba + self.patch_weight * cnn
+            elif runs.any():
+                cnn = self._patch_proba(image, labels, ids[runs],
+                                        None if centres is None else centres[runs])
+                proba[runs] = (1 - self.patch_weight) * proba[runs] + self.patch_weight * cnn
         proba = self._weighted(proba)
         return (ids if original is None else original[ids]), proba
+
+    def patch_runs(self, forest_proba: np.ndarray) -> np.ndarray:
+        """``(N,) bool``: the nuclei the patch net runs on, given the forests' ``(N, C)``
+        probabilities (all of them without :attr:`patch_gate`)."""
+        if self.patch_gate is None or forest_proba.shape[1] < 2:
+            return np.ones(forest_proba.shape[0], bool)
+        return forest_margin(self._weighted(forest_proba)) < self.patch_gate
+
+    def _patch_proba(self, image: np.ndarray, labels: np.ndarray, ids: np.ndarray,
+                     centres: np.ndarray | None) -> np.ndarray:
+        """The patch net's ``(N, C)`` probabilities for the nuclei ``ids``."""
+        from .patch_net import nucleus_patches
+
+        if self._runner is None:
+            self._runner = self._patch_runner()
+        return self._runner(nucleus_patches(image, labels, ids, centres,
+                                            context=self.patch_context))
 
     def _patch_runner(self) -> Any:
         """The patch net's runner: its OpenVINO file when there is one, else Keras (read on
@@ -271,6 +305,12 @@ class NucleusClassifier:
                                     else (lambda p: net.save(p)))
             card["patch_net"] = {"file": net_path.name, "sha256": sha256(net_path),
                                  "weight": self.patch_weight, "patch": PATCH}
+            if self.patch_gate is not None:
+                card["patch_net"]["gate"] = {
+                    **self.card.get("patch_net", {}).get("gate", {}),
+                    "margin": float(self.patch_gate),
+                    "rule": "the patch net runs on the nuclei whose class-weighted forest "
+                            "probabilities have a margin (best minus second) below this"}
             if self.patch_context:
                 card["patch_net"]["context"] = CONTEXT
             ir = self._save_patch_ir(directory / f"{name}_patch_net.xml")
@@ -361,5 +401,12 @@ class NucleusClassifier:
         except (OSError, ValueError, KeyError) as exc:
             raise ClassifierError(f"cannot use {path.name}: {exc}") from None
         net, weight, ir, two_scale = load_patch_net(path, card.get("patch_net"), len(classes))
+        gate = None
+        if net is not None and (card["patch_net"].get("gate") or {}).get("margin") is not None:
+            gate = card["patch_net"]["gate"]["margin"]
+            if not isinstance(gate, (int, float)) or not 0 <= gate <= 1:
+                raise ClassifierError(f"{path.name}: patch-net gate {gate!r} is not a margin "
+                                      "in [0, 1]")
+            gate = float(gate)
         return cls(classes, colors, forest, card, net, weight, ir, weights, context, sigmas,
-                   two_scale, with_net)
+                   two_scale, with_net, gate)
