@@ -529,3 +529,54 @@ def test_the_gate_chosen_keeps_the_ungated_classes():
     assert record["by_gate"]["0.5"]["agreement"] == 0.9
     assert record["by_gate"]["0.6"] == {"agreement": 1.0, "net_share": 0.6, "mean_f_c": 1.0}
     assert validation["v"]["accuracy"] == 1.0
+
+
+class _Tile:
+    """A validation tile held in memory, read like :class:`nucleoseg.io.consep.ConsepTile`."""
+
+    def __init__(self, image, labels, types):
+        self._image, self._labels, self._types = image, labels, types
+
+    def image(self):
+        return self._image
+
+    def labels(self):
+        return self._labels
+
+    def types(self):
+        return self._types
+
+
+def test_the_recipe_chooses_a_gate_after_the_class_weights():
+    """`choose_on_validation` with a patch net the forest needs (its leaves are noise): the
+    net is kept, then a gate is tried, recorded and set; the recorded scores are the
+    classifier's own on the tiles."""
+    from nucleoseg.classify.patch_net import nucleus_patches, train_patch_net
+    from nucleoseg.classify.recipe import (
+        CONSEP_CLASSES,
+        PATCH_GATES,
+        choose_on_validation,
+        evaluate_classifier,
+    )
+
+    tiles = []
+    for seed in (0, 1):
+        img, lab, kinds = _two_kinds(seed)
+        tiles.append(_Tile(img, lab, {i: k + 2 for i, k in kinds.items()}))
+    img, lab, kinds = _two_kinds(2)
+    ids, feats = nucleus_features(img, lab)
+    y = np.array([kinds[int(i)] + 1 for i in ids])  # inflammatory, epithelial
+    clf = NucleusClassifier.fit(feats, y, CONSEP_CLASSES, trees=10, seed=1)
+    clf.forest.value[:] = np.random.default_rng(0).dirichlet((1,) * 4, len(clf.forest.value))
+    clf.patch_net = train_patch_net(nucleus_patches(img, lab, ids), y, 4, epochs=8)
+    validation = choose_on_validation(clf, None, tiles, None, "true_nuclei", 10, 0,
+                                      log=lambda s: None)
+    assert clf.patch_net is not None and clf.patch_weight > 0
+    record = validation["patch_gate"]
+    assert set(record["by_gate"]) == {str(g) for g in PATCH_GATES}
+    assert clf.patch_gate == record["chosen"]
+    shares = [record["by_gate"][str(g)]["net_share"] for g in PATCH_GATES]
+    assert shares == sorted(shares)  # a larger gate lets more nuclei through
+    assert "margin is below" in clf.card["description"] or clf.patch_gate is None
+    own = evaluate_classifier(clf, tiles)
+    assert own["accuracy"] == validation["true_nuclei"]["accuracy"]
