@@ -4,8 +4,10 @@
     NUCLEOSEG_WRITE_SHIPPED=1 python scripts/cards_from_benchmark.py T.json [--main MODEL ...]
 
 Every shipped model's card gets ``test_by_dataset`` ({data set: pooled test metrics}); the
-models named with ``--main`` (retrained ones) also get their MoNuSeg row as ``test``. Cards
-are rewritten atomically; the ``.keras`` files and their checksums are untouched.
+models named with ``--main`` (retrained ones) also get their MoNuSeg row as ``test``. A run
+of one data set (``--datasets consep``: a list of rows) is recorded with ``--dataset NAME``,
+replacing that entry and keeping the others. Cards are rewritten atomically; the ``.keras``
+files and their checksums are untouched.
 """
 
 import argparse
@@ -24,8 +26,14 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("json")
     ap.add_argument("--main", nargs="*", default=[], help="models whose `test` is replaced")
+    ap.add_argument("--dataset", help="the json holds this one data set's rows (a list): "
+                    "replace only its entry")
     args = ap.parse_args()
     tables = json.loads(Path(args.json).read_text())
+    if isinstance(tables, list) != (args.dataset is not None):
+        raise SystemExit("a list of rows (one data set) needs --dataset NAME, and only it")
+    if args.dataset is not None:
+        tables = {args.dataset: tables}
     check_not_shipped(shipped_dir())  # needs NUCLEOSEG_WRITE_SHIPPED=1
     for card_path in sorted(shipped_dir().glob("*.json")):
         card = json.loads(card_path.read_text())
@@ -33,7 +41,7 @@ def main() -> None:
                 for ds, t in tables.items()}
         if not any(rows.values()):
             continue
-        by_ds = {}
+        by_ds = dict(card.get("test_by_dataset", {})) if args.dataset else {}
         for ds, r in rows.items():
             if r is None:
                 continue
