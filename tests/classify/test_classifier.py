@@ -185,7 +185,7 @@ def test_shipped_consep_classifier_loads():
     # the stages and weights chosen on the validation tiles (scripts/classifier_context.py)
     assert clf.context_forest is not None and clf.context_sigmas == (15.0, 30.0, 60.0)
     assert clf.class_weights == [4.0, 1.0, 1.0, 1.5]
-    assert clf.patch_gate == 0.35  # scripts/classifier_gate.py
+    assert clf.patch_gate == 0.35  # scripts/classifier_context.py --gate-only
 
 
 def test_class_weights_decide_and_round_trip(tmp_path):
@@ -456,7 +456,7 @@ def test_patch_gate_runs_the_net_only_on_unsure_nuclei(tmp_path):
     """With a gate, the patch net sees only the nuclei whose forest margin is below it; the
     others keep the forest's probabilities, the rest are as without a gate; the gate is kept
     in the card and a bad one is refused."""
-    from nucleoseg.classify.classifier import forest_margin
+    from nucleoseg.classify.forest import forest_margin
     from nucleoseg.classify.patch_net import nucleus_patches, train_patch_net
 
     img, lab, kinds = _two_kinds()
@@ -504,7 +504,7 @@ def test_the_gate_chosen_keeps_the_ungated_classes():
     """Hand-built validation inputs: a patch net (weight 0.5) that says (0.2, 0.8) flips the
     forest's "class 0" exactly where the forest's margin is below 0.6, so the smallest gate
     that keeps the ungated classes is 0.6 (0.5 changes a tenth of them)."""
-    from nucleoseg.classify.recipe import choose_patch_gate, gated_classes
+    from nucleoseg.classify.gate import choose_patch_gate, gated_classes
 
     clf = NucleusClassifier.load("consep_types")
     clf.class_weights, clf.patch_weight = None, 0.5
@@ -551,13 +551,9 @@ def test_the_recipe_chooses_a_gate_after_the_class_weights():
     """`choose_on_validation` with a patch net the forest needs (its leaves are noise): the
     net is kept, then a gate is tried, recorded and set; the recorded scores are the
     classifier's own on the tiles."""
+    from nucleoseg.classify.gate import PATCH_GATES
     from nucleoseg.classify.patch_net import nucleus_patches, train_patch_net
-    from nucleoseg.classify.recipe import (
-        CONSEP_CLASSES,
-        PATCH_GATES,
-        choose_on_validation,
-        evaluate_classifier,
-    )
+    from nucleoseg.classify.recipe import CONSEP_CLASSES, choose_on_validation, evaluate_classifier
 
     tiles = []
     for seed in (0, 1):

@@ -25,13 +25,15 @@ from .features import FEATURE_NAMES, nucleus_features
 from .files import (  # noqa: F401 -- the public names, importable from here as before
     ClassifierError,
     available_classifiers,
+    gate_entry,
     load_patch_net,
+    read_patch_gate,
     read_patch_net,
     resolve_classifier_path,
     shipped_classifier_dir,
     user_classifier_dir,
 )
-from .forest import Forest
+from .forest import Forest, forest_margin
 
 #: The shipped CoNSeP classifier's name.
 DEFAULT_CLASSIFIER = "consep_types"
@@ -39,12 +41,6 @@ CLASSIFIER_VERSION = 1
 #: Distinct colours that stand out on H&E, one per class in order (then they repeat).
 PALETTE = ("#ffd400", "#00c8ff", "#ff3030", "#30ff60", "#ff8c00", "#b070ff", "#ffffff",
            "#00ffd0")
-
-
-def forest_margin(proba: np.ndarray) -> np.ndarray:
-    """``(N,)``: each row's best probability minus its second best."""
-    top = np.partition(proba, proba.shape[1] - 2, axis=1)[:, -2:]
-    return top[:, 1] - top[:, 0]
 
 
 def context_width(n_features: int, n_classes: int, n_sigmas: int, with_net: bool) -> int:
@@ -96,7 +92,7 @@ class NucleusClassifier:
     patch_gate : float, optional
         Run the patch net only on the nuclei whose class-weighted forest probabilities have
         a margin (best minus second best) below this; the others keep the forests' answer.
-        Chosen on validation tiles (:func:`~nucleoseg.classify.recipe.choose_patch_gate`).
+        Chosen on validation tiles (:func:`~nucleoseg.classify.gate.choose_patch_gate`).
         None = every nucleus. Unused when the context forest takes the net's probabilities.
     """
 
@@ -205,22 +201,20 @@ class NucleusClassifier:
         else:
             ids, feats = features
             centres = nucleus_centres(labels, ids) if self.context_forest is not None else None
-        if self.patch_net is None or not ids.size:
-            proba = self._forest_proba(feats, centres)
-        elif self.context_with_patch_net:
+        cnn = None
+        if self.patch_net is not None and ids.size and self.context_with_patch_net:
             cnn = self._patch_proba(image, labels, ids, centres)
-            proba = self._forest_proba(feats, centres, cnn)
+        proba = self._forest_proba(feats, centres, cnn)
+        if cnn is not None:
             proba = (1 - self.patch_weight) * proba + self.patch_weight * cnn
-        else:
-            proba = self._forest_proba(feats, centres)
+        elif self.patch_net is not None and ids.size:
             runs = self.patch_runs(proba)
-            if runs.all():
-                cnn = self._patch_proba(image, labels, ids, centres)
-                proba = (1 - self.patch_weight) * proba + self.patch_weight * cnn
-            elif runs.any():
+            if runs.any():
                 cnn = self._patch_proba(image, labels, ids[runs],
                                         None if centres is None else centres[runs])
-                proba[runs] = (1 - self.patch_weight) * proba[runs] + self.patch_weight * cnn
+                mixed = (1 - self.patch_weight) * proba[runs] + self.patch_weight * cnn
+                proba = proba.astype(mixed.dtype)  # the trees' float16 would round the mix
+                proba[runs] = mixed
         proba = self._weighted(proba)
         return (ids if original is None else original[ids]), proba
 
@@ -306,11 +300,7 @@ class NucleusClassifier:
             card["patch_net"] = {"file": net_path.name, "sha256": sha256(net_path),
                                  "weight": self.patch_weight, "patch": PATCH}
             if self.patch_gate is not None:
-                card["patch_net"]["gate"] = {
-                    **self.card.get("patch_net", {}).get("gate", {}),
-                    "margin": float(self.patch_gate),
-                    "rule": "the patch net runs on the nuclei whose class-weighted forest "
-                            "probabilities have a margin (best minus second) below this"}
+                card["patch_net"]["gate"] = gate_entry(self.patch_gate, self.card)
             if self.patch_context:
                 card["patch_net"]["context"] = CONTEXT
             ir = self._save_patch_ir(directory / f"{name}_patch_net.xml")
@@ -401,12 +391,6 @@ class NucleusClassifier:
         except (OSError, ValueError, KeyError) as exc:
             raise ClassifierError(f"cannot use {path.name}: {exc}") from None
         net, weight, ir, two_scale = load_patch_net(path, card.get("patch_net"), len(classes))
-        gate = None
-        if net is not None and (card["patch_net"].get("gate") or {}).get("margin") is not None:
-            gate = card["patch_net"]["gate"]["margin"]
-            if not isinstance(gate, (int, float)) or not 0 <= gate <= 1:
-                raise ClassifierError(f"{path.name}: patch-net gate {gate!r} is not a margin "
-                                      "in [0, 1]")
-            gate = float(gate)
+        gate = read_patch_gate(card, path.name) if net is not None else None
         return cls(classes, colors, forest, card, net, weight, ir, weights, context, sigmas,
                    two_scale, with_net, gate)

@@ -59,6 +59,23 @@ def load_patch_net(npz_path: Path, entry: dict | None, n_classes: int
     return net_path, weight, ir, entry.get("context") is not None
 
 
+def read_patch_gate(card: dict, name: str) -> float | None:
+    """The patch-net gate a classifier card names (``patch_net.gate.margin``), or None."""
+    gate = ((card.get("patch_net") or {}).get("gate") or {}).get("margin")
+    if gate is None:
+        return None
+    if isinstance(gate, bool) or not isinstance(gate, (int, float)) or not 0 <= gate <= 1:
+        raise ClassifierError(f"{name}: patch-net gate {gate!r} is not a margin in [0, 1]")
+    return float(gate)
+
+
+def gate_entry(gate: float, card: dict) -> dict:
+    """The card's ``patch_net.gate`` for ``gate``, keeping what ``card`` said of it."""
+    return {**(card.get("patch_net") or {}).get("gate", {}), "margin": float(gate),
+            "rule": "the patch net runs on the nuclei whose class-weighted forest "
+                    "probabilities have a margin (best minus second) below this"}
+
+
 def read_patch_net(path: Path, n_classes: int) -> Any:
     """Read a verified patch net file with Keras."""
     import keras

@@ -125,3 +125,9 @@ class Forest:
     def arrays(self) -> dict[str, np.ndarray]:
         return {k: getattr(self, k) for k in
                 ("feature", "threshold", "left", "right", "value", "roots")}
+
+
+def forest_margin(proba: np.ndarray) -> np.ndarray:
+    """``(N,)``: each row's best probability minus its second best."""
+    top = np.partition(proba, proba.shape[1] - 2, axis=1)[:, -2:]
+    return top[:, 1] - top[:, 0]

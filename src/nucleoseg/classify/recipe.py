@@ -22,7 +22,7 @@ import numpy as np
 
 from ..evaluation.classification import TypeCounts, type_counts
 from ..io.consep import CLASS_NAMES, list_tiles
-from .classifier import NucleusClassifier, forest_margin
+from .classifier import NucleusClassifier
 from .context import NEIGHBOUR_SIGMAS
 from .forest import Forest
 from .stacking import describe_tiles, fit_context_forest, training_set
@@ -37,12 +37,6 @@ CONSEP_COLORS = ["#ffd400", "#00c8ff", "#ff3030", "#30ff60"]
 CLASS_WEIGHT_GRID = {"other": (1, 2, 4, 8, 16, 32), "spindle": (0.5, 0.75, 1, 1.5, 2, 3, 4)}
 #: Weights of the patch net against the forests tried on the validation tiles.
 PATCH_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
-#: Patch-net gates tried on the validation tiles (:attr:`NucleusClassifier.patch_gate`),
-#: smallest first: the first that keeps :data:`GATE_AGREEMENT` of the ungated classes and
-#: loses at most :data:`GATE_F_C_LOSS` of mean F_c is chosen.
-PATCH_GATES = (0.02, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-GATE_AGREEMENT = 0.99
-GATE_F_C_LOSS = 0.002
 #: What the card says of how the context forest was trained.
 CONTEXT_TRAINING = {"folds": 5, "training": "the first forest's settings; out-of-fold "
                     "probabilities from 5 folds of the fit tiles (tile k in fold k % 5)"}
@@ -63,7 +57,7 @@ def evaluate_classifier(clf: NucleusClassifier, tiles, segment: Callable | None 
             pred_types = {int(i): int(c) + 1 for i, c in zip(ids, proba.argmax(1), strict=True)}
             type_counts(truth, types, labels, pred_types, into=total)
     names = {k + 1: n for k, n in enumerate(CONSEP_CLASSES)}
-    scores = {w: _named(total.scores(names)) for w, total in totals.items()}
+    scores = {w: rounded_scores(total.scores(names)) for w, total in totals.items()}
     return scores if weights else next(iter(scores.values()))
 
 
@@ -74,25 +68,35 @@ def class_weight_candidates(classes: list[str], grid: dict[str, tuple] = CLASS_W
     return [np.array(w, float) for w in itertools.product(*axes)]
 
 
-def rule_inputs(clf: NucleusClassifier, tiles, segment: Callable | None = None) -> list[tuple]:
+def rule_inputs(clf: NucleusClassifier, tiles, segment: Callable | None = None,
+                side_by_side: bool = False) -> list[tuple]:
     """Per tile, what a decision rule sees and is scored against: ``(probabilities, predicted
     centres, true centres, true types)`` of ``clf`` with its own rules off, on the true nuclei
-    of ``tiles`` or on those of ``segment(image) -> labels`` (each tile classified once)."""
+    of ``tiles`` or on those of ``segment(image) -> labels`` (each tile segmented once). With
+    ``side_by_side``, the probabilities are ``(N, 2C)``: the forests' and the patch net's,
+    ungated (:mod:`~nucleoseg.classify.gate`)."""
     from ..evaluation.classification import centroids
 
-    saved, clf.class_weights = clf.class_weights, None
+    saved = clf.class_weights, clf.patch_weight, clf.patch_gate
+    clf.class_weights = None
+    if side_by_side:
+        clf.patch_gate = None
     try:
         out = []
         for t in tiles:
             image, truth, types = t.image(), t.labels(), t.types()
             labels = truth if segment is None else segment(image)
-            _, proba = clf.predict_proba(image, labels)
+            parts = []
+            for w in ((0.0, 1.0) if side_by_side else (clf.patch_weight,)):
+                clf.patch_weight = w
+                parts.append(clf.predict_proba(image, labels)[1])
             tid, tc = centroids(truth)
             _, pc = centroids(labels)  # the same ids, in the same order, as predict_proba's
-            out.append((proba, pc, tc, np.array([types.get(int(i), 0) for i in tid], int)))
+            out.append((np.hstack(parts), pc, tc,
+                        np.array([types.get(int(i), 0) for i in tid], int)))
         return out
     finally:
-        clf.class_weights = saved
+        clf.class_weights, clf.patch_weight, clf.patch_gate = saved
 
 
 def counts_by_rule(inputs: list[tuple], rules: list[Callable]) -> list[list[TypeCounts]]:
@@ -184,11 +188,13 @@ def choose_on_validation(clf: NucleusClassifier, context: Forest | None, tiles,
     weights = PATCH_WEIGHTS if clf.patch_net is not None else (0.0,)
     clf.class_weights = None
     validation = choose_stages(clf, context, tiles, segment, weights, on, log, context_net)
-    inputs = gate_inputs(clf, tiles, segment) if clf.patch_net is not None else None
-    if inputs is None or clf.context_with_patch_net:
+    if clf.patch_net is None or clf.context_with_patch_net:
         choose_rules(clf, rule_inputs(clf, tiles, segment), validation, on, log)
-    else:  # the rule inputs are the gate inputs' mixed probabilities: one pass over the tiles
-        choose_rules(clf, [(_mixed(clf, p), *rest) for p, *rest in inputs], validation, on, log)
+    else:  # the rule inputs are the gate's mixed probabilities: one pass over the tiles
+        from .gate import choose_patch_gate, mixed
+
+        inputs = rule_inputs(clf, tiles, segment, side_by_side=True)
+        choose_rules(clf, [(mixed(clf, p), *rest) for p, *rest in inputs], validation, on, log)
         choose_patch_gate(clf, inputs, validation, on, log)
     if segment is not None:
         validation["true_nuclei"] = evaluate_classifier(clf, tiles)
@@ -218,94 +224,8 @@ def choose_rules(clf: NucleusClassifier, inputs: list[tuple], validation: dict[s
         validation["class_weights"] = {"chosen": clf.class_weights,
                                        "grid": {c: list(v) for c, v in CLASS_WEIGHT_GRID.items()}}
     # the chosen candidate's counts are its validation scores: no second pass over the tiles
-    validation[on] = _named(sum((c[best] for c in counts), TypeCounts()).scores(names))
+    validation[on] = rounded_scores(sum((c[best] for c in counts), TypeCounts()).scores(names))
     log(f"class weights {clf.class_weights}; validation: {validation[on]}")
-
-
-def gate_inputs(clf: NucleusClassifier, tiles, segment: Callable | None = None
-                ) -> list[tuple]:
-    """Like :func:`rule_inputs`, with the probabilities ``(N, 2C)``: the forests' and the
-    patch net's side by side, without class weights or gate (each tile segmented once)."""
-    from ..evaluation.classification import centroids
-
-    saved = clf.class_weights, clf.patch_weight, clf.patch_gate
-    clf.class_weights, clf.patch_gate = None, None
-    try:
-        out = []
-        for t in tiles:
-            image, truth, types = t.image(), t.labels(), t.types()
-            labels = truth if segment is None else segment(image)
-            parts = []
-            for w in (0.0, 1.0):
-                clf.patch_weight = w
-                parts.append(clf.predict_proba(image, labels)[1])
-            tid, tc = centroids(truth)
-            _, pc = centroids(labels)
-            out.append((np.hstack(parts), pc, tc,
-                        np.array([types.get(int(i), 0) for i in tid], int)))
-        return out
-    finally:
-        clf.class_weights, clf.patch_weight, clf.patch_gate = saved
-
-
-def gated_classes(clf: NucleusClassifier, proba: np.ndarray, gate: float | None
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """``(class indices (N,), where the net ran (N,) bool)`` of ``clf`` (its patch weight and
-    class weights) with this patch-net gate, from :func:`gate_inputs`' probabilities."""
-    n = len(clf.classes)
-    weights = np.asarray(clf.class_weights if clf.class_weights is not None else [1.0] * n)
-    forest = proba[:, :n]
-    runs = np.ones(len(proba), bool)
-    if gate is not None:
-        weighted = forest * weights
-        runs = forest_margin(weighted / np.maximum(weighted.sum(1, keepdims=True), 1e-12)) < gate
-    mixed = np.where(runs[:, None], _mixed(clf, proba), forest)
-    return (mixed * weights).argmax(1), runs
-
-
-def choose_patch_gate(clf: NucleusClassifier, inputs: list[tuple], validation: dict[str, Any],
-                      on: str, log: Callable[[str], None] = print) -> None:
-    """Set ``clf``'s patch-net gate: the smallest of :data:`PATCH_GATES` whose classes on
-    ``inputs`` (:func:`gate_inputs` of the validation tiles) agree with the ungated ones on
-    :data:`GATE_AGREEMENT` of the nuclei and whose pooled mean F_c is at most
-    :data:`GATE_F_C_LOSS` below; none when no gate qualifies or the context forest takes the
-    net's probabilities. Records the trial in ``validation["patch_gate"]`` and the chosen
-    setting's scores in ``validation[on]``."""
-    clf.patch_gate = None
-    if clf.patch_net is None or clf.context_with_patch_net or not clf.patch_weight:
-        return
-    base_classes = [gated_classes(clf, p, None)[0] for p, *_ in inputs]
-    base = pooled_type_scores([TypeCounts().add(tc, tt, pc, c + 1) for c, (_, pc, tc, tt)
-                               in zip(base_classes, inputs, strict=True)])
-    total = max(sum(len(c) for c in base_classes), 1)
-    trial, chosen = {}, None
-    for g in PATCH_GATES:
-        parts, agree, ran = [], 0, 0
-        for c0, (p, pc, tc, tt) in zip(base_classes, inputs, strict=True):
-            c, runs = gated_classes(clf, p, g)
-            parts.append(TypeCounts().add(tc, tt, pc, c + 1))
-            agree += int((c == c0).sum())
-            ran += int(runs.sum())
-        scores = pooled_type_scores(parts)
-        trial[str(g)] = {"agreement": round(agree / total, 4), "net_share": round(ran / total, 4),
-                         "mean_f_c": round(scores["mean_f_c"], 4)}
-        log(f"patch-net gate {g}: {trial[str(g)]}")
-        if chosen is None and agree / total >= GATE_AGREEMENT and \
-                scores["mean_f_c"] >= base["mean_f_c"] - GATE_F_C_LOSS:
-            chosen = g, scores
-    record = {"chosen": None, "ungated": _named(base), "by_gate": trial,
-              "rule": f"smallest gate with agreement >= {GATE_AGREEMENT} and mean F_c within "
-                      f"{GATE_F_C_LOSS} of the ungated classifier's"}
-    validation["patch_gate"] = record
-    if chosen is None:
-        log("no patch-net gate keeps the ungated classes; the net runs on every nucleus")
-        return
-    clf.patch_gate, scores = chosen
-    record["chosen"] = clf.patch_gate
-    validation[on] = _named({k: v for k, v in scores.items() if k != "mean_f_c"})
-    log(f"chosen patch-net gate {clf.patch_gate}: the net runs on "
-        f"{trial[str(clf.patch_gate)]['net_share']:.0%} of the nuclei; validation: "
-        f"{validation[on]}")
 
 
 def describe(clf: NucleusClassifier) -> str:
@@ -328,19 +248,14 @@ def describe(clf: NucleusClassifier) -> str:
             "; ".join(parts) + " (stages and weights chosen on the validation tiles)")
 
 
-def _mixed(clf: NucleusClassifier, proba: np.ndarray) -> np.ndarray:
-    """The ungated mix of :func:`gate_inputs`' side-by-side probabilities."""
-    n = len(clf.classes)
-    return (1 - clf.patch_weight) * proba[:, :n] + clf.patch_weight * proba[:, n:]
-
-
 def _mean_f_c(scores: dict[str, Any]) -> float:
     """Mean F_c over the classes present (a class neither true nor predicted has no F_c)."""
     f = [scores[f"f_{c}"] for c in CONSEP_CLASSES]
     return float(np.nanmean(f)) if not np.isnan(f).all() else 0.0
 
 
-def _named(scores: dict[str, Any]) -> dict[str, Any]:
+def rounded_scores(scores: dict[str, Any]) -> dict[str, Any]:
+    """``scores`` with floats rounded to 4 places (the cards' form)."""
     return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in scores.items()}
 
 
