@@ -154,6 +154,38 @@ def test_forest_matches_sklearn_and_round_trips(tmp_path):
         assert set(z.files) == {"feature", "threshold", "left", "right", "value", "roots"}
 
 
+def _numpy_descent(forest, x):
+    """Every row down every tree level by level in numpy, the mean of the float16 leaves."""
+    feature, threshold, child, depth, _ = forest._walk
+    n, trees = x.shape[0], forest.roots.size
+    flat = np.ascontiguousarray(x, np.float32).ravel()
+    row = np.repeat(np.arange(n) * x.shape[1], trees)
+    node = np.tile(forest.roots.astype(np.int64), n)
+    for _ in range(depth):
+        node = child[2 * node + (flat[row + feature[node]] <= threshold[node])]
+    return forest.value[node.reshape(n, trees)].mean(axis=1)
+
+
+def test_the_compiled_descent_gives_the_numpy_walk_exactly():
+    """Deep trees over many rows (more than one lane group, NaN and ties at thresholds):
+    the same float16 probabilities, bit for bit."""
+    from nucleoseg.classify.forest import Forest
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(700, 9)).astype(np.float32)
+    y = (x[:, 0] + 0.5 * x[:, 1] ** 2 + rng.normal(scale=0.7, size=700) > 0.4).astype(int)
+    y[x[:, 2] > 1.2] = 2
+    forest = Forest.fit(x, y, n_classes=4, trees=37, max_depth=None, min_samples_leaf=1)
+    probe = rng.normal(size=(333, 9)).astype(np.float32)
+    probe[::7, 3] = np.nan
+    probe[1::5, 0] = forest.threshold[forest.feature == 0][:1]  # exactly at a split
+    for rows in (x, probe, probe[:1], probe[:17]):
+        got = forest.predict_proba(rows)
+        assert got.dtype == np.float16
+        np.testing.assert_array_equal(got, _numpy_descent(forest, rows))
+    assert forest.predict_proba(np.zeros((0, 9))).shape == (0, 4)
+
+
 def test_bad_classifier_files_are_refused(tmp_path):
     img, lab, kinds = _two_kinds()
     ids, f = nucleus_features(img, lab)

@@ -41,6 +41,8 @@ def neighbour_means(proba: np.ndarray, centres: np.ndarray,
     probabilities (zeros for a nucleus with no neighbour within ``3 * sigma``)."""
     from scipy.spatial import cKDTree
 
+    from .kernels import add_pair_sums
+
     n = len(proba)
     out = np.zeros((n, proba.shape[1] * len(sigmas)), np.float32)
     if n < 2:
@@ -53,8 +55,8 @@ def neighbour_means(proba: np.ndarray, centres: np.ndarray,
         a, b = pairs[:, 0], pairs[:, 1]
         g = np.exp(-((centres[a] - centres[b]) ** 2).sum(1) / (2 * s * s))
         acc = np.zeros(proba.shape)
-        np.add.at(acc, a, g[:, None] * proba[b])
-        np.add.at(acc, b, g[:, None] * proba[a])
+        add_pair_sums(acc, a.astype(np.int64), b.astype(np.int64), g,
+                      np.ascontiguousarray(proba, np.float32))
         norm = np.bincount(a, g, n) + np.bincount(b, g, n)
         out[:, k * proba.shape[1]:(k + 1) * proba.shape[1]] = \
             acc / np.maximum(norm, 1e-12)[:, None]
