@@ -56,10 +56,12 @@ def make_tiny_model(folder: Path) -> Path:
     return save_model(model, folder, "tiny", card)
 
 
-def make_threshold_model(folder: Path) -> Path:
+def make_threshold_model(folder: Path, offset: int = 0) -> Path:
     """A real Keras model with fixed weights that finds dark discs: channel 0 is a sigmoid of
     the pixel's darkness, channel 1 of the 5x5 mean's (an eroded interior). Gives
-    meaningful, nucleus-sized objects (e.g. on :func:`synthetic_nuclei`) without training."""
+    meaningful, nucleus-sized objects (e.g. on :func:`synthetic_nuclei`) without training.
+    ``offset`` (0 to 2) reads channel 0's pixel that many rows and columns down-right, so
+    the model's flips differ."""
     import keras
 
     from nucleoseg.models.weights import save_model
@@ -68,7 +70,7 @@ def make_threshold_model(folder: Path) -> Path:
     conv = keras.layers.Conv2D(2, 5, padding="same", activation="sigmoid", name="dark")
     model = keras.Model(inputs, conv(inputs))
     kernel = np.zeros((5, 5, 3, 2), np.float32)
-    kernel[2, 2, :, 0] = -20.0 / 3  # -20 * mean of the centre pixel's channels
+    kernel[2 + offset, 2 + offset, :, 0] = -20.0 / 3  # -20 * mean of one pixel's channels
     kernel[:, :, :, 1] = -20.0 / 75  # -20 * mean of the 5x5 window
     conv.set_weights([kernel, np.array([20 * 0.575, 20 * 0.45], np.float32)])
     card = {"architecture": "threshold", "config": {},

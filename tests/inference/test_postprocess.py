@@ -125,33 +125,43 @@ def test_unmarked_pieces_numbered_as_a_second_labelling_would():
             got, drop_small_and_relabel(ref, params.min_size, raster_order=True))
 
 
-def test_tta_averages_the_four_flips(threshold_model_path):
-    """`tta`: the mean of the model on the image and its three flips (flipped back); a model
-    whose filters are symmetric gives the plain probabilities, and progress names the flips."""
+def test_tta_averages_the_four_flips(threshold_model_path, tiny_unet_path):
+    """`tta`: each tile's probabilities are the mean of the model on the tile and its three
+    flips (flipped back); a model whose filters are symmetric gives the plain probabilities."""
     import numpy as np
 
     from _helpers import synthetic_nuclei
-    from nucleoseg.inference.predict import run
+    from nucleoseg.inference.predict import FLIPS, _batch_predictor, predict_padded, run
     from nucleoseg.inference.segment import Segmenter
+    from nucleoseg.inference.tiling import fit_grid, pad_image
 
     img, _ = synthetic_nuclei((96, 128), n=6)
     seg = Segmenter.load(str(threshold_model_path), precision="float32")
     plain = run(seg.probabilities(img))
     seg.update(tta=True)
-    messages = []
-    gen = seg.probabilities(img)
-    try:
-        while True:
-            messages.append(next(gen)[2])
-    except StopIteration as stop:
-        averaged = stop.value
-    assert any("flip 4/4" in m for m in messages)
-    np.testing.assert_allclose(averaged, plain, atol=1e-5)
-    # by hand for an image whose flips differ: mean of the flipped-back maps
-    ref = np.mean([run(Segmenter.load(str(threshold_model_path), precision="float32")
-                       .probabilities(np.ascontiguousarray(img[::a, ::b])))[::a, ::b]
-                   for a in (1, -1) for b in (1, -1)], axis=0)
-    np.testing.assert_allclose(averaged, ref, atol=1e-5)
+    assert seg.flips == 4
+    np.testing.assert_allclose(run(seg.probabilities(img)), plain, atol=1e-5)
+    # by hand, for a net whose flips differ and an image of several tiles
+    img, _ = synthetic_nuclei((150, 230), n=12)
+    seg = Segmenter.load(str(tiny_unet_path), precision="float32", tile=96, halo=16,
+                         tta=True)
+    averaged = run(seg.probabilities(img))
+    grid = fit_grid(img.shape[:2], tile=96, halo=16, stride=seg.stride)
+    assert len(grid) > 1
+    padded = pad_image(img, grid)
+    model = _batch_predictor(seg.model)
+
+    def flipped(fr, fc):
+        def net(batch):
+            return model(np.ascontiguousarray(batch[:, ::fr, ::fc]))[:, ::fr, ::fc]
+        return run(predict_padded(net, padded, grid, seg.batch_size))
+
+    maps = [flipped(-1 if a else 1, -1 if b else 1) for a, b in FLIPS]
+    assert np.abs(maps[0] - maps[3]).max() > 1e-3
+    np.testing.assert_allclose(averaged, np.mean(maps, axis=0)[..., :averaged.shape[-1]],
+                               atol=1e-5)
+    with pytest.raises(ValueError, match="flips must be 1 or 4"):
+        run(predict_padded(seg.model, padded, grid, flips=2))
 
 
 def test_drop_small_and_relabel_is_a_size_filter_then_sequential_ids():

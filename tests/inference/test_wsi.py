@@ -27,7 +27,8 @@ def slide_grid_probabilities(seg: Segmenter, img: np.ndarray) -> np.ndarray:
     """In-memory probabilities on the whole-slide tile grid (reflect-padded halo, equal
     cores); in-memory images use fitted tiles, which differ near seams and borders."""
     grid = make_grid(img.shape[:2], tile=seg.tile, halo=seg.halo, stride=seg.stride)
-    return run(predict_padded(seg.model, pad_image(img, grid), grid, seg.batch_size))
+    return run(predict_padded(seg.model, pad_image(img, grid), grid, seg.batch_size,
+                              flips=seg.flips))
 
 
 def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
@@ -179,6 +180,30 @@ def test_slide_smaller_than_a_block_and_a_tile(tmp_path, tiny_unet_path):
     summary = run(segment_slide(job))
     store = read_labels_store(tmp_path / "small.zarr")
     assert summary["complete"] and store["levels"][0].shape == (40, 50)
+
+
+def test_slide_tta_equals_in_memory_tta_on_the_slide_grid(tmp_path):
+    """`tta` on a slide of several blocks: every tile averaged over its 4 flips, as one
+    in-memory run on the slide's grid does (a model that looks 2 px off-centre, so its
+    flips differ); the store remembers it, so a run without it is not mixed into it."""
+    from _helpers import make_threshold_model
+
+    model = str(make_threshold_model(tmp_path / "m", offset=2))
+    img, path = _tiny_slide(tmp_path, size=(300, 340))
+    seg = Segmenter.load(model, tta=True)
+    probs = slide_grid_probabilities(seg, img)[..., :2]
+    reference = probabilities_to_labels(probs.astype(np.float16).astype(np.float32),
+                                        seg.params)
+    plain = slide_grid_probabilities(Segmenter.load(model), img)[..., :2]
+    assert not same_partition(probabilities_to_labels(plain, seg.params), reference)
+    job = plan_slide(path, tmp_path / "t.zarr", model, block=192, tta=True)
+    assert len(job.blocks) > 1 and job.fingerprint["tta"] is True
+    run(segment_slide(job, workers=1))
+    labels = np.asarray(read_labels_store(tmp_path / "t.zarr")["levels"][0][:])
+    assert reference.max() > 10 and same_partition(labels, reference)
+    without = plan_slide(path, tmp_path / "t.zarr", model, block=192)
+    with pytest.raises(ImageError, match="other settings"):
+        run(segment_slide(without))
 
 
 def test_bad_outputs_are_refused_without_touching_anything(tmp_path, tiny_unet_path):

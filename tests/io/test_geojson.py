@@ -6,6 +6,7 @@ from skimage.draw import disk, ellipse
 
 from nucleoseg.io.geojson import (
     MEASUREMENT_COLUMNS,
+    corners,
     geojson_to_labels,
     labels_to_geojson,
     measure_nuclei,
@@ -49,6 +50,29 @@ def test_qupath_structure_and_area_round_trip(tmp_path):
         shoelace = 0.5 * abs(np.dot(x[:-1], y[1:]) - np.dot(x[1:], y[:-1]))
         pixels = (lab == f["id"]).sum()
         assert abs(shoelace - pixels) / pixels < 0.15
+
+
+def test_outlines_keep_only_their_corners_and_the_same_pixels():
+    """Vertices on a straight run between their neighbours are dropped: a square's traced
+    outline keeps its 8 corners (cut at 45 degrees), and every nucleus rasterises to the
+    same pixels as its full traced outline, in half the vertices or fewer."""
+    from nucleoseg.io.monuseg import labels_to_regions
+
+    square = np.zeros((12, 12), np.int32)
+    square[3:8, 2:9] = 1
+    (traced,) = labels_to_regions(square)
+    kept = corners(traced)
+    assert len(traced) > 20 and len(kept) == 8
+    assert {tuple(v) for v in kept} <= {tuple(v) for v in traced}
+    np.testing.assert_array_equal(corners(np.array([[0, 0], [0, 1], [0, 0]])), [[0, 0], [0, 1]])
+    lab = _labels()
+    full = {"features": [{"geometry": {"type": "Polygon", "coordinates": [
+        (r - 0.5).tolist()]}} for r in labels_to_regions(lab)]}
+    data = labels_to_geojson(lab)
+    np.testing.assert_array_equal(geojson_to_labels(data, lab.shape),
+                                  geojson_to_labels(full, lab.shape))
+    for f, r in zip(data["features"], full["features"], strict=True):
+        assert len(f["geometry"]["coordinates"][0]) <= len(r["geometry"]["coordinates"][0]) / 2
 
 
 def test_offset_and_object_type():

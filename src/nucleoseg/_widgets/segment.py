@@ -62,7 +62,7 @@ class SegmentWidget(ComputeWidget):
             tooltip="auto: bfloat16 on CPUs that compute it natively (about 1.7x faster, "
                     "same accuracy on MoNuSeg), float32 elsewhere")
         self._tta = CheckBox(text="quality: average 4 flips (4x slower)", value=False,
-                             tooltip="test-time augmentation, for images in memory")
+                             tooltip="test-time augmentation, whole slides too")
         self._advanced_widgets = [self._threshold, self._min_size, self._halo, self._precision,
                                   self._tta]
         self._run = PushButton(text="Segment")
@@ -239,7 +239,6 @@ class SegmentWidget(ComputeWidget):
         from napari.qt.threading import thread_worker
 
         compute, model, settings = self._compute, self._model.value, self._settings()
-        settings.pop("tta")  # whole slides run without test-time augmentation
         transform = spatial_transform(layer)
 
         @thread_worker(ignore_errors=True)

@@ -95,6 +95,7 @@ def predict_tiled(
     stride: int = 16,
     batch_size: int = 4,
     should_stop: Callable[[], bool] | None = None,
+    flips: int = 1,
 ) -> Generator[Progress, None, np.ndarray]:
     """Run ``model`` over ``image`` tile by tile.
 
@@ -112,6 +113,9 @@ def predict_tiled(
         Tiles per forward pass; the last batch is padded to keep one compiled shape.
     should_stop : callable, optional
         Polled before each batch; when it returns True, :class:`Cancelled` is raised.
+    flips : {1, 4}
+        4: test-time augmentation, each tile's probabilities the mean of the model on the
+        tile and its three flips (flipped back), in that order.
 
     Yields
     ------
@@ -126,7 +130,7 @@ def predict_tiled(
     image = to_rgb_uint8(image)
     grid = fit_grid(image.shape[:2], tile=tile, halo=halo, stride=stride)
     return (yield from predict_padded(model, pad_image(image, grid), grid, batch_size,
-                                      should_stop))
+                                      should_stop, flips))
 
 
 def predict_padded(
@@ -135,6 +139,7 @@ def predict_padded(
     grid: TileGrid | FitGrid,
     batch_size: int = 4,
     should_stop: Callable[[], bool] | None = None,
+    flips: int = 1,
 ) -> Generator[Progress, None, np.ndarray]:
     """:func:`predict_tiled` on an image already padded as ``grid.padding`` says.
 
@@ -151,7 +156,11 @@ def predict_padded(
     expected = (grid.shape[0] + top + bottom, grid.shape[1] + left + right)
     if padded.shape[:2] != expected:
         raise ValueError(f"padded image is {padded.shape[:2]}, the grid needs {expected}")
+    if flips not in (1, len(FLIPS)):
+        raise ValueError(f"flips must be 1 or {len(FLIPS)}, not {flips}")
     predict = _batch_predictor(model)
+    if flips > 1:
+        predict = _flip_averaged(predict)
     jobs = list(grid.tiles())
     total = len(jobs)
     out: np.ndarray | None = None
@@ -172,6 +181,28 @@ def predict_padded(
         yield done, total, f"tile {done}/{total}"
     assert out is not None
     return out
+
+
+#: Test-time flips ``(rows, columns)``: none, left-right, up-down, both.
+FLIPS = ((False, False), (False, True), (True, False), (True, True))
+
+
+def _flip_averaged(predict: Callable[[np.ndarray], np.ndarray]
+                   ) -> Callable[[np.ndarray], np.ndarray]:
+    """``predict`` averaged over :data:`FLIPS` of each tile (the same tiles, so whole-slide
+    blocks still compute every pixel as one run over the slide does)."""
+
+    def averaged(batch: np.ndarray) -> np.ndarray:
+        total = None
+        for flip_r, flip_c in FLIPS:
+            rows, cols = slice(None, None, -1 if flip_r else 1), \
+                slice(None, None, -1 if flip_c else 1)
+            pred = np.asarray(predict(np.ascontiguousarray(batch[:, rows, cols])))
+            pred = pred[:, rows, cols]
+            total = pred.astype(np.float32, copy=True) if total is None else total + pred
+        return total / len(FLIPS)
+
+    return averaged
 
 
 def _write_cores(out: np.ndarray, pred: np.ndarray, chunk, origin: tuple[int, int]) -> None:

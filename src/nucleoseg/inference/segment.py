@@ -11,7 +11,7 @@ import numpy as np
 from ..models.card import InferenceSettings, ModelCard
 from .device_memory import MIN_TILE, free_gpu_memory, gpu_tiling, is_out_of_memory
 from .postprocess import PostprocessParams, probabilities_to_labels, suppress_fill
-from .predict import Progress, predict_tiled
+from .predict import FLIPS, Progress, predict_tiled
 
 
 @dataclass
@@ -35,8 +35,9 @@ class Segmenter:
         What ``model`` computes in: ``float32``, ``bfloat16`` or ``float16`` (see
         :mod:`nucleoseg.models.precision`).
     tta : bool
-        Test-time augmentation, the *quality* setting: probabilities averaged over the image
-        and its horizontal, vertical and double flips (4x the model time).
+        Test-time augmentation, the *quality* setting: each tile's probabilities averaged
+        over the tile and its horizontal, vertical and double flips (4x the model time; the
+        same tiles, so whole slides take it too).
     stain : str
         Stain normalisation before the model (:mod:`nucleoseg.io.stain`): ``"none"`` or
         ``"reinhard"``.
@@ -136,23 +137,13 @@ class Segmenter:
     ) -> Generator[Progress, None, np.ndarray]:
         """Tiled probabilities ``(H, W, 2) float32`` (a progress generator); zero on scanner
         fill (see :func:`~nucleoseg.inference.postprocess.suppress_fill`)."""
-        flips = ((False, False), (False, True), (True, False), (True, True)) if self.tta \
-            else ((False, False),)
         model_input = image
         if self.stain != "none":
             from ..io.images import to_rgb_uint8
             from ..io.stain import normalise
 
             model_input = normalise(to_rgb_uint8(image), self.stain)
-        total = None
-        for k, (flip_r, flip_c) in enumerate(flips):
-            view = np.ascontiguousarray(model_input[::-1 if flip_r else 1,
-                                                    ::-1 if flip_c else 1])
-            probs = yield from _numbered(self._predict(view, should_stop), k, len(flips))
-            probs = probs[::-1 if flip_r else 1, ::-1 if flip_c else 1]
-            total = probs.astype(np.float32, copy=True) if total is None else total + probs
-        if len(flips) > 1:
-            total /= len(flips)
+        total = yield from self._predict(model_input, should_stop)
         return suppress_fill(total, image)
 
     def _predict(self, image: np.ndarray, should_stop: Callable[[], bool] | None
@@ -191,7 +182,12 @@ class Segmenter:
                ) -> Generator[Progress, None, np.ndarray]:
         return (yield from predict_tiled(
             self.model, image, tile=self.tile, halo=self.halo, stride=self.stride,
-            batch_size=self.batch_size, should_stop=should_stop))
+            batch_size=self.batch_size, should_stop=should_stop, flips=self.flips))
+
+    @property
+    def flips(self) -> int:
+        """Flips each tile is predicted in: 4 with :attr:`tta`, else 1."""
+        return len(FLIPS) if self.tta else 1
 
     def segment(
         self, image: np.ndarray, should_stop: Callable[[], bool] | None = None
@@ -203,18 +199,6 @@ class Segmenter:
         probs = yield from self.probabilities(image, should_stop)
         yield -1, -1, "post-processing"
         return probabilities_to_labels(probs, self.params)
-
-
-def _numbered(gen, k: int, n: int):
-    """Relay a progress generator, naming the flip it belongs to when there are several."""
-    if n == 1:
-        return (yield from gen)
-    try:
-        while True:
-            done, total, msg = next(gen)
-            yield done, total, f"flip {k + 1}/{n}: {msg}"
-    except StopIteration as stop:
-        return stop.value
 
 
 def _warn(message: str) -> None:

@@ -164,7 +164,8 @@ def predict_block(run_: SlideRun, job: SlideJob, i: int, j: int) -> dict:
     (pt, pb), (pl, pr) = grid.padding
     padded = read_working(run_, job, (r0 - pt, r1 + pb), (c0 - pl, c1 + pr))
     with run_.model_lock:
-        probs = run(predict_padded(seg.model, padded, grid, seg.batch_size, run_.stopped))
+        probs = run(predict_padded(seg.model, padded, grid, seg.batch_size, run_.stopped,
+                                   seg.flips))
     probs = suppress_fill(probs[..., :2], padded[pt : pt + r1 - r0, pl : pl + c1 - c0])
     store = labels_store.array(job.out, "probabilities", mode="r+")
     store[r0:r1, c0:c1] = probs[..., :2].astype(np.float16)

@@ -77,7 +77,8 @@ def plan_slide(
         A nucleus classifier (name or ``.npz``): the exports get each nucleus's class,
         computed block by block with the block's margin as context.
     **overrides
-        ``tile``, ``halo``, ``batch_size`` and post-processing settings.
+        ``tile``, ``halo``, ``batch_size``, ``tta`` (4 flips per tile) and post-processing
+        settings.
     """
     from ..backend import inference_engine
     from ..io.tissue import tissue_mask
@@ -86,9 +87,6 @@ def plan_slide(
     from ..models.weights import read_card, resolve_model_path
     from .segment import Segmenter
 
-    if overrides.pop("tta", None):
-        raise ValueError("test-time augmentation (--tta) is for images held in memory; whole "
-                         "slides run without it")
     if overrides.pop("stain", None) not in (None, "none"):
         raise ValueError("stain normalisation (--stain) is for images held in memory; whole "
                          "slides run without it")
@@ -143,6 +141,8 @@ def plan_slide(
             "tile": list(tile), "halo": halo, "block": list(block), "margin": int(margin),
             "postprocess": dict(params), "tissue": bool(tissue), "precision": precision,
         }
+        if seg.tta:  # a store written without it matches a run without it
+            fingerprint["tta"] = True
         if classifier:
             fingerprint["classifier"] = _file_id(Path(classifier))
         return SlideJob(

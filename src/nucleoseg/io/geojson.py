@@ -2,7 +2,7 @@
 
 GeoJSON coordinates are QuPath's pixel coordinates of the full image: x = column, y = row,
 pixel (r, c) covering ``[c, c+1) x [r, r+1)``. Each nucleus is a ``Feature`` with a closed
-``Polygon`` ring (its outer outline, traced between pixel centres) and
+``Polygon`` ring (its outer outline, traced between pixel centres, corners only) and
 ``properties.objectType`` ``"detection"`` (QuPath's cell/nucleus objects; use
 ``"annotation"`` for editable outlines) and ``classification`` ``{"name", "color"}``: the
 nucleus's class when it was classified (QuPath colours it by that class on import), else
@@ -60,7 +60,7 @@ def labels_to_geojson(
         label_id = local_id if original is None else original[local_id]
         # labels_to_regions gives 1-based (X, Y) through pixel centres; QuPath's pixel
         # (r, c) spans [c, c+1): centre at c + 0.5, so x = X - 1 + 0.5
-        xy = (verts - 0.5 + np.array([offset[1], offset[0]])) * scale
+        xy = (corners(verts) - 0.5 + np.array([offset[1], offset[0]])) * scale
         ring = [[round(float(x), 3), round(float(y), 3)] for x, y in xy]
         if ring[0] != ring[-1]:
             ring.append(ring[0])
@@ -75,6 +75,23 @@ def labels_to_geojson(
                          "geometry": {"type": "Polygon", "coordinates": [ring]},
                          "properties": props})
     return {"type": "FeatureCollection", "features": features}
+
+
+def corners(ring: np.ndarray) -> np.ndarray:
+    """A closed ring's ``(N, 2)`` vertices without the ones on a straight line between their
+    neighbours (and repeats): the same polygon, in a third to a half of the vertices for
+    outlines traced on the pixel grid (exact: those vertices lie on a half-pixel grid)."""
+    if len(ring) > 1 and np.array_equal(ring[0], ring[-1]):
+        ring = ring[:-1]
+    keep = np.any(ring != np.roll(ring, 1, axis=0), axis=1)
+    ring = ring[keep] if keep.any() else ring[:1]
+    if len(ring) < 4:
+        return ring
+    before = ring - np.roll(ring, 1, axis=0)
+    after = np.roll(ring, -1, axis=0) - ring
+    turn = before[:, 0] * after[:, 1] - before[:, 1] * after[:, 0]
+    bent = ring[turn != 0]
+    return bent if len(bent) >= 3 else ring
 
 
 def _classification(cls: tuple[str, str] | None) -> dict[str, Any]:
