@@ -116,6 +116,48 @@ def test_features_match_a_plain_reference():
                                       cover[rc[:, 0], rc[:, 1]])
 
 
+def test_pixel_sums_add_as_bincount_does():
+    """The compiled per-label sums equal ``numpy.bincount`` over the same pixels, bit for
+    bit (the shipped forests were fitted on features summed that way)."""
+    from scipy import ndimage as ndi
+
+    from nucleoseg.classify import kernels as K
+    from nucleoseg.io.labels import inner_boundary
+    from nucleoseg.io.stain import HED_FROM_RGB, OPTICAL_DENSITY
+
+    img, lab = _touching()
+    lab = lab.astype(np.int32)
+    n = int(lab.max()) + 1
+    grown = ndi.grey_dilation(lab, size=(13, 13))
+    near = np.flatnonzero(grown)
+    own = lab.ravel()[near]
+    rgb = img.reshape(-1, 3)[near]
+    hed = OPTICAL_DENSITY[rgb] @ HED_FROM_RGB
+    edge = inner_boundary(lab).ravel()
+    acc = np.zeros((n, K.SUM_COLUMNS))
+    K.pixel_sums(near, own, grown.ravel(), edge, np.ascontiguousarray(rgb), hed,
+                 lab.shape[1], acc)
+    inside = own > 0
+    fi, pix = own[inside], near[inside]
+    ring = grown.ravel()[near[~inside]]
+    r, c = np.divmod(pix, lab.shape[1])
+    safe = np.maximum(np.bincount(fi, minlength=n), 1)
+    expect = {K.AREA: np.bincount(fi, minlength=n), K.ROWS: np.bincount(fi, r, n),
+              K.COLS: np.bincount(fi, c, n), K.RING_N: np.bincount(ring, minlength=n),
+              K.BOUNDARY: np.bincount(fi[edge[pix]], minlength=n)}
+    dy, dx = r - expect[K.ROWS][fi] / safe[fi], c - expect[K.COLS][fi] / safe[fi]
+    for k, v in enumerate((dy * dy, dx * dx, dx * dy)):
+        expect[K.MOMENTS + k] = np.bincount(fi, v, n)
+    for ch, v in enumerate((*rgb.T, hed[:, 0], hed[:, 1])):
+        vin = v[inside].astype(np.float32)
+        expect[K.SUM + ch] = np.bincount(fi, vin, n)
+        expect[K.SQUARES + ch] = np.bincount(fi, vin * vin, n)
+        expect[K.RING_SUM + ch] = np.bincount(ring, v[~inside], n)
+    assert len(expect) == K.SUM_COLUMNS
+    for column, want in expect.items():
+        np.testing.assert_array_equal(acc[:, column], want.astype(np.float64))
+
+
 def test_forest_walk_refuses_cycles():
     from nucleoseg.classify.forest import Forest
 

@@ -59,6 +59,9 @@ class ClassifyWidget(Panel):
                      self._train, self._saved, self._apply, self._save_name, self._save,
                      self._mpp, self._table, self._status])
         self._fit_table()
+        from ..inference.postprocess import warm_up_kernels
+
+        warm_up_kernels("nucleoseg.classify.kernels")  # features and trees, before a click
         self._clf = None
         self._cache: tuple | None = None  # (labels id, image id, ids, features)
         self._names.changed.connect(self._on_names)

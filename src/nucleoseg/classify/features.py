@@ -1,7 +1,8 @@
-"""Per-nucleus features from an RGB image and its instance labels (pure numpy/scipy).
+"""Per-nucleus features from an RGB image and its instance labels (numpy/scipy, and one
+compiled pass over the pixels, :func:`~nucleoseg.classify.kernels.pixel_sums`).
 
-Every feature is a per-label reduction (``numpy.bincount``), so one pass over the pixels
-serves all nuclei: ~0.07 s for a 1000x1000 tile with ~900 nuclei on one core. Features:
+Every feature is a per-label reduction, so one pass over the pixels serves all nuclei:
+~0.06 s for a 1000x1000 tile with ~900 nuclei on one core. Features:
 
 - shape: area, equivalent diameter, major/minor axis and eccentricity (second moments),
   boundary pixel count and a compactness ratio;
@@ -20,6 +21,7 @@ import numpy as np
 
 from ..io.labels import compact_ids, inner_boundary
 from ..io.stain import HED_FROM_RGB, OPTICAL_DENSITY
+from . import kernels as K
 
 #: Width of the context ring around each nucleus (pixels).
 RING = 6
@@ -80,11 +82,14 @@ def nucleus_features(
     # every per-pixel step below runs only on nucleus and ring pixels
     near = np.flatnonzero(grown)
     own = lab.ravel()[near]
-    inside = own > 0
-    pix_in = near[inside]
-    fi = own[inside]
-    ring_of = grown.ravel()[near[~inside]]
-    area = np.bincount(fi, minlength=n).astype(np.float64)  # every nucleus pixel is near
+    flat = image.reshape(-1, 3)
+    # one gather per channel: ~5x faster than gathering 3-byte rows
+    rgb = np.stack([flat[:, k][near] for k in range(3)], axis=1)
+    hed = OPTICAL_DENSITY[rgb] @ HED_FROM_RGB  # a table lookup instead of a log per pixel
+    acc = np.zeros((n, K.SUM_COLUMNS))
+    K.pixel_sums(near, own, grown.ravel(), inner_boundary(lab).ravel(), rgb, hed,
+                 labels.shape[1], acc)
+    area = acc[:, K.AREA]
 
     asked = None if ids is None else np.asarray(ids)
     ids = np.flatnonzero(area) if ids is None else _local_ids(asked, original)
@@ -92,35 +97,23 @@ def nucleus_features(
         empty = (ids if asked is None else asked), np.zeros((0, len(FEATURE_NAMES)), np.float32)
         return (*empty, np.zeros((0, 2))) if with_centres else empty
     safe = np.maximum(area, 1)
-    r, c = np.divmod(pix_in, labels.shape[1])
-    cy = np.bincount(fi, r, n) / safe
-    cx = np.bincount(fi, c, n) / safe
-    dy, dx = r - cy[fi], c - cx[fi]
-    myy = np.bincount(fi, dy * dy, n) / safe + 1 / 12
-    mxx = np.bincount(fi, dx * dx, n) / safe + 1 / 12
-    mxy = np.bincount(fi, dx * dy, n) / safe
+    cy = acc[:, K.ROWS] / safe
+    cx = acc[:, K.COLS] / safe
+    myy = acc[:, K.MOMENTS] / safe + 1 / 12
+    mxx = acc[:, K.MOMENTS + 1] / safe + 1 / 12
+    mxy = acc[:, K.MOMENTS + 2] / safe
     root = np.sqrt(((myy - mxx) / 2) ** 2 + mxy**2)
     l1, l2 = (myy + mxx) / 2 + root, np.maximum((myy + mxx) / 2 - root, 0)
     major, minor = 4 * np.sqrt(l1), 4 * np.sqrt(l2)
     ecc = np.sqrt(np.clip(1 - l2 / np.maximum(l1, 1e-9), 0, 1))
-    edge = inner_boundary(lab).ravel()[pix_in]
-    boundary = np.bincount(fi[edge], minlength=n).astype(np.float64)
+    boundary = acc[:, K.BOUNDARY]
     compact = 4 * np.pi * area / np.maximum(boundary, 1) ** 2
 
-    flat = image.reshape(-1, 3)
-    # one gather per channel: ~5x faster than gathering 3-byte rows
-    rgb = np.stack([flat[:, k][near] for k in range(3)], axis=1)
-    hed = OPTICAL_DENSITY[rgb] @ HED_FROM_RGB  # a table lookup instead of a log per pixel
-    outside = ~inside
-    means, stds, ring_means = [], [], []
-    ring_area = np.maximum(np.bincount(ring_of, minlength=n), 1)
-    for v in (rgb[:, 0], rgb[:, 1], rgb[:, 2], hed[:, 0], hed[:, 1]):
-        vin = v[inside].astype(np.float32, copy=False)
-        m = np.bincount(fi, vin, n) / safe
-        sq = np.bincount(fi, vin * vin, n) / safe
-        means.append(m)
-        stds.append(np.sqrt(np.maximum(sq - m * m, 0)))
-        ring_means.append(np.bincount(ring_of, v[outside], n) / ring_area)
+    ring_area = np.maximum(acc[:, K.RING_N], 1)
+    means = [acc[:, K.SUM + ch] / safe for ch in range(5)]
+    stds = [np.sqrt(np.maximum(acc[:, K.SQUARES + ch] / safe - m * m, 0))
+            for ch, m in enumerate(means)]
+    ring_means = [acc[:, K.RING_SUM + ch] / ring_area for ch in range(5)]
     h_ratio = means[3] / (np.abs(ring_means[3]) + 0.05)
 
     centres = np.stack([cy[ids], cx[ids]], axis=1)

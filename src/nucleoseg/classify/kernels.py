@@ -50,3 +50,55 @@ def add_pair_sums(acc, a, b, g, proba):
     for k in range(a.size):
         for c in range(proba.shape[1]):
             acc[b[k], c] += g[k] * proba[a[k], c]
+
+
+#: Columns of :func:`pixel_sums`'s accumulator: pixel count, sums of row and column, inner
+#: boundary pixels, ring pixels; per channel (R, G, B, H, E) the sum and the sum of squares
+#: inside and the sum in the ring; the centred second moments (rows, columns, cross).
+AREA, ROWS, COLS, BOUNDARY, RING_N = 0, 1, 2, 3, 4
+SUM, SQUARES, RING_SUM = 5, 10, 15
+MOMENTS = 20
+SUM_COLUMNS = 23
+
+
+@_kernel("void(int64[::1], int32[::1], int32[::1], boolean[::1], uint8[:, ::1], "
+         "float32[:, ::1], int64, float64[:, ::1])")
+def pixel_sums(near, own, grown, edge, rgb, hed, width, acc):
+    """Per-label sums over the pixels ``near`` (flat indices, ascending) into ``acc`` (see
+    the column constants), as ``numpy.bincount`` adds them: in pixel order, in float64, a
+    channel's values as float32 (their squares too) inside a nucleus (``own`` > 0), as
+    they are in its ring (``grown``, the dilated labels, at the others); then the second
+    moments about each nucleus's centroid, the same way."""
+    for k in range(near.size):
+        p = near[k]
+        lab = own[k]
+        if lab > 0:
+            acc[lab, AREA] += 1.0
+            acc[lab, ROWS] += p // width
+            acc[lab, COLS] += p % width
+            if edge[p]:
+                acc[lab, BOUNDARY] += 1.0
+            for ch in range(3):
+                x = np.float32(rgb[k, ch])
+                acc[lab, SUM + ch] += x
+                acc[lab, SQUARES + ch] += x * x
+            for ch in range(2):
+                x = hed[k, ch]
+                acc[lab, SUM + 3 + ch] += x
+                acc[lab, SQUARES + 3 + ch] += x * x
+        else:
+            ring = grown[p]
+            acc[ring, RING_N] += 1.0
+            for ch in range(3):
+                acc[ring, RING_SUM + ch] += rgb[k, ch]
+            for ch in range(2):
+                acc[ring, RING_SUM + 3 + ch] += hed[k, ch]
+    for k in range(near.size):
+        lab = own[k]
+        if lab > 0:
+            safe = max(acc[lab, AREA], 1.0)
+            dy = (near[k] // width) - acc[lab, ROWS] / safe
+            dx = (near[k] % width) - acc[lab, COLS] / safe
+            acc[lab, MOMENTS] += dy * dy
+            acc[lab, MOMENTS + 1] += dx * dx
+            acc[lab, MOMENTS + 2] += dx * dy
