@@ -158,6 +158,37 @@ def test_pixel_sums_add_as_bincount_does():
         np.testing.assert_array_equal(acc[:, column], want.astype(np.float64))
 
 
+@pytest.mark.parametrize("shape", [(250, 250), (10, 13), (3, 40), (63, 1)])
+def test_smoothed_context_maps_equal_scipy_exactly(shape):
+    """The compiled first Gaussian pass and the pointwise second give
+    ``scipy.ndimage.gaussian_filter`` bit for bit, on maps smaller than the kernel too."""
+    from scipy import ndimage as ndi
+
+    from nucleoseg.classify.features import _smooth_at
+
+    rng = np.random.default_rng(shape[0])
+    values = (rng.random(shape, dtype=np.float32) * 3).astype(np.float32)
+    rows, cols = (rng.integers(0, n, 50) for n in shape)
+    for sigma in (4.0, 12.0, 0.7):
+        np.testing.assert_array_equal(_smooth_at(values, sigma, rows, cols),
+                                      ndi.gaussian_filter(values, sigma)[rows, cols])
+
+
+@pytest.mark.parametrize("shape", [(300, 340), (5, 7), (1, 30), (40, 1), (2, 2)])
+def test_ring_dilation_equals_scipy(shape):
+    """The compiled square dilation is ``scipy.ndimage.grey_dilation`` (reflected border,
+    also where the square is wider than the image)."""
+    from scipy import ndimage as ndi
+
+    from nucleoseg.classify.kernels import dilate_square
+
+    rng = np.random.default_rng(sum(shape))
+    labels = (rng.integers(1, 60, shape) * (rng.random(shape) < 0.05)).astype(np.int32)
+    for half in (6, 1, 20):
+        np.testing.assert_array_equal(dilate_square(labels, half),
+                                      ndi.grey_dilation(labels, size=(2 * half + 1,) * 2))
+
+
 def test_forest_walk_refuses_cycles():
     from nucleoseg.classify.forest import Forest
 

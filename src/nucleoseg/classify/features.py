@@ -67,7 +67,6 @@ def nucleus_features(
     features : numpy.ndarray
         ``(N, len(FEATURE_NAMES)) float32``, columns in :data:`FEATURE_NAMES` order.
     """
-    from scipy import ndimage as ndi
     from scipy.spatial import cKDTree
 
     labels = np.asarray(labels)
@@ -78,7 +77,7 @@ def nucleus_features(
     labels, original = compact_ids(labels)  # a slide block's global ids
     lab = labels.astype(np.int32, copy=False)
     n = int(lab.max()) + 1 if lab.size else 1
-    grown = ndi.grey_dilation(lab, size=(2 * RING + 1, 2 * RING + 1))
+    grown = K.dilate_square(np.ascontiguousarray(lab), RING)  # scipy's grey_dilation
     # every per-pixel step below runs only on nucleus and ring pixels
     near = np.flatnonzero(grown)
     own = lab.ravel()[near]
@@ -171,15 +170,16 @@ def _context(image: np.ndarray, foreground: np.ndarray, centres: np.ndarray
 def _smooth_at(values: np.ndarray, sigma: float, rows: np.ndarray, cols: np.ndarray
                ) -> np.ndarray:
     """``scipy.ndimage.gaussian_filter(values, sigma)[rows, cols]`` for float32 ``values``:
-    the first (row-wise) pass over the whole map as scipy runs it, the second only at the
-    points asked for (half the work)."""
-    from scipy import ndimage as ndi
-
-    first = ndi.gaussian_filter1d(values, sigma, axis=0)
+    the first (row-wise) pass over the whole map as scipy computes it
+    (:func:`~nucleoseg.classify.kernels.smooth_rows`), the second only at the points asked
+    for (half the work)."""
     radius = int(4.0 * sigma + 0.5)  # scipy's default truncation
     x = np.arange(-radius, radius + 1)
     weights = np.exp(-0.5 / (sigma * sigma) * x**2)
     weights /= weights.sum()
-    padded = np.pad(first, ((0, 0), (radius, radius)), mode="symmetric")  # scipy's "reflect"
+    # np.pad's "symmetric" is scipy's "reflect", repeated where the radius exceeds the map
+    first = K.smooth_rows(np.pad(values, ((radius, radius), (0, 0)), mode="symmetric"),
+                          weights, radius, values.shape[0])
+    padded = np.pad(first, ((0, 0), (radius, radius)), mode="symmetric")
     windows = np.lib.stride_tricks.sliding_window_view(padded, x.size, axis=1)[rows, cols]
     return (windows.astype(np.float64) @ weights).astype(np.float32)

@@ -102,3 +102,66 @@ def pixel_sums(near, own, grown, edge, rgb, hed, width, acc):
             acc[lab, MOMENTS] += dy * dy
             acc[lab, MOMENTS + 1] += dx * dx
             acc[lab, MOMENTS + 2] += dx * dy
+
+
+@_kernel("float32[:, ::1](float32[:, ::1], float64[::1], int64, int64)")
+def smooth_rows(padded, weights, radius, rows):
+    """``scipy.ndimage.correlate1d`` along axis 0 with symmetric ``weights`` (``2 * radius
+    + 1``) of a map already padded by ``radius`` rows, as scipy computes it: per output
+    pixel, the centre times the middle weight, then each pair of pixels ``j`` rows away,
+    outermost first, added in float64 and times its weight; rounded to float32. Whole rows
+    at a time, so the columns run in SIMD lanes."""
+    width = padded.shape[1]
+    out = np.empty((rows, width), np.float32)
+    acc = np.empty(width, np.float64)
+    for i in range(rows):
+        centre = i + radius
+        for c in range(width):
+            acc[c] = np.float64(padded[centre, c]) * weights[radius]
+        for j in range(radius, 0, -1):
+            w = weights[radius - j]
+            for c in range(width):
+                acc[c] += (np.float64(padded[centre - j, c])
+                           + np.float64(padded[centre + j, c])) * w
+        for c in range(width):
+            out[i, c] = np.float32(acc[c])
+    return out
+
+
+@_kernel("int64(int64, int64)", inline="always")
+def _reflect(i, n):
+    """Index ``i`` of a line of ``n`` extended by scipy's "reflect" (d c b a | a b c d |
+    d c b a), repeated as often as it takes."""
+    m = i % (2 * n)
+    return 2 * n - 1 - m if m >= n else m
+
+
+@_kernel("int32[:, ::1](int32[:, ::1], int64)")
+def dilate_square(labels, half):
+    """``scipy.ndimage.grey_dilation(labels, size=(2 * half + 1,) * 2)`` (its default
+    "reflect" border): the maximum over a square, one axis after the other, whole rows at
+    a time."""
+    h, w = labels.shape
+    size = 2 * half + 1
+    first = np.empty((h, w), np.int32)
+    for i in range(h):
+        for c in range(w):
+            first[i, c] = labels[_reflect(i - half, h), c]
+        for k in range(1, size):
+            src = _reflect(i - half + k, h)
+            for c in range(w):
+                first[i, c] = max(first[i, c], labels[src, c])
+    cols = np.empty(w + 2 * half, np.int64)
+    for c in range(w + 2 * half):
+        cols[c] = _reflect(c - half, w)
+    row = np.empty(w + 2 * half, np.int32)
+    out = np.empty((h, w), np.int32)
+    for i in range(h):
+        for c in range(w + 2 * half):
+            row[c] = first[i, cols[c]]
+        for c in range(w):
+            out[i, c] = row[c]
+        for k in range(1, size):
+            for c in range(w):
+                out[i, c] = max(out[i, c], row[c + k])
+    return out
