@@ -1,8 +1,8 @@
-"""Per-nucleus features from an RGB image and its instance labels (numpy/scipy, and one
-compiled pass over the pixels, :func:`~nucleoseg.classify.kernels.pixel_sums`).
+"""Per-nucleus features from an RGB image and its instance labels (numpy/scipy, with the
+pixel loops compiled in :mod:`nucleoseg.classify.kernels`, bit for bit the same).
 
 Every feature is a per-label reduction, so one pass over the pixels serves all nuclei:
-~0.06 s for a 1000x1000 tile with ~900 nuclei on one core. Features:
+~0.03 s for a 1000x1000 tile with ~900 nuclei on one core. Features:
 
 - shape: area, equivalent diameter, major/minor axis and eccentricity (second moments),
   boundary pixel count and a compactness ratio;
