@@ -183,7 +183,9 @@ def _finish_at_exit() -> None:
         compute.close()
     from qtpy.QtCore import QThreadPool
 
-    QThreadPool.globalInstance().waitForDone(15_000)
+    pool = QThreadPool.globalInstance()  # None once the application is gone
+    if pool is not None:
+        pool.waitForDone(15_000)
 
 
 atexit.register(_finish_at_exit)

@@ -46,16 +46,12 @@ def suppress_fill(probs: np.ndarray, image: np.ndarray) -> np.ndarray:
 
 
 @functools.cache
-def warm_up_kernels(module: str = "nucleoseg.inference.flood_kernels") -> threading.Thread:
-    """Load compiled kernels (default: post-processing's, :mod:`.flood_kernels`; the
-    classifier's are ``nucleoseg.classify.kernels``) on a thread, once per process, so that
-    the ~0.4 s they take (a compile of a few seconds the first time on a machine) runs while
-    a model loads or a panel opens, not after a click."""
+def warm_up_kernels() -> threading.Thread:
+    """Load the compiled post-processing kernels (:mod:`.flood_kernels`) on a thread, once
+    per process, so that the ~0.4 s they take runs while a model loads, not after it."""
 
     def load() -> None:
-        import importlib
-
-        importlib.import_module(module)  # importing loads them
+        from . import flood_kernels  # noqa: F401  (importing loads them)
 
     thread = threading.Thread(target=load, name="nucleoseg-kernels")
     thread.start()
