@@ -21,7 +21,6 @@ import numpy as np
 
 from ..io.labels import compact_ids, inner_boundary
 from ..io.stain import HED_FROM_RGB, OPTICAL_DENSITY
-from . import kernels as K
 
 #: Width of the context ring around each nucleus (pixels).
 RING = 6
@@ -68,6 +67,8 @@ def nucleus_features(
         ``(N, len(FEATURE_NAMES)) float32``, columns in :data:`FEATURE_NAMES` order.
     """
     from scipy.spatial import cKDTree
+
+    from . import kernels as K  # loaded on first use, not when the classifier is imported
 
     labels = np.asarray(labels)
     if image.shape[:2] != labels.shape:
@@ -173,6 +174,8 @@ def _smooth_at(values: np.ndarray, sigma: float, rows: np.ndarray, cols: np.ndar
     the first (row-wise) pass over the whole map as scipy computes it
     (:func:`~nucleoseg.classify.kernels.smooth_rows`), the second only at the points asked
     for (half the work)."""
+    from . import kernels as K
+
     radius = int(4.0 * sigma + 0.5)  # scipy's default truncation
     x = np.arange(-radius, radius + 1)
     weights = np.exp(-0.5 / (sigma * sigma) * x**2)

@@ -1,13 +1,14 @@
-"""Compiled inner loops of classifying (numba), each giving exactly what the numpy code it
-replaced gave (same comparisons, same order of additions): the trees' descent and the
-neighbours' weighted sums. Compiled ahead for fixed signatures and cached like
-:mod:`nucleoseg.inference.flood_kernels`."""
+"""Compiled inner loops of classifying (numba), each giving exactly what the numpy or scipy
+code it replaced gave (same comparisons, same order and precision of additions): the trees'
+descent, the neighbours' weighted sums, the features' per-pixel sums, the context maps'
+first Gaussian pass and the ring's dilation. Compiled ahead for fixed signatures and cached
+like :mod:`nucleoseg.inference.flood_kernels`."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..inference.flood_kernels import _kernel
+from .._compiled import kernel as _kernel
 
 #: Rows that descend a tree together: independent chains of loads the CPU overlaps.
 _LANES = 16

@@ -13,7 +13,8 @@ them (~3 s).
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+from .._compiled import kernel as _kernel
 
 #: 4-neighbour offsets in the order scikit-image's watershed visits them: up, left, right,
 #: down (ties between equal elevations are broken by this order).
@@ -21,17 +22,6 @@ _DR = (-1, 0, 0, 1)
 _DC = (0, -1, 1, 0)
 
 
-def _kernel(signature: str | None = None, **options):
-    """``numba.njit(signature, nogil=True, cache=True)``; without caching where numba finds
-    no writable cache folder (it then compiles in every process instead of failing)."""
-
-    def decorate(func):
-        try:
-            return njit(signature, nogil=True, cache=True, **options)(func)
-        except RuntimeError:  # "cannot cache function ...: no locator available"
-            return njit(signature, nogil=True, **options)(func)
-
-    return decorate
 
 
 @_kernel(inline="always")
