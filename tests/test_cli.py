@@ -426,6 +426,23 @@ def test_tune_chooses_the_marker_rule_on_validation_tiles(tmp_path, threshold_mo
     assert card["validation_by_dataset"]["monuseg"]["aji"] >= trials[0]["aji"] - 1e-4
     assert card["sha256"] == before["sha256"]
 
+    # --min-size-only: the thresholds and the marker rule stay, the size is the grid's best
+    # by Dice + AJI + PQ (the first of equals, the card's own size tried first)
+    from nucleoseg.training.postprocess_choice import MIN_SIZES
+
+    assert main(["tune", str(tmp_path / "m.keras"), "--data", str(data_root), "--datasets",
+                 "monuseg", "--min-size-only", "--write"]) == 0
+    assert "PQ" in capsys.readouterr().out
+    sized = json.loads((tmp_path / "m.json").read_text())
+    assert {k: v for k, v in sized["postprocess"].items() if k != "min_size"} == \
+        {k: v for k, v in chosen.items() if k != "min_size"}
+    sizes = sized["min_size_search"]
+    tried = [t["min_size"] for t in sizes]
+    assert tried[0] == chosen["min_size"] and sorted(tried) == sorted({*MIN_SIZES, tried[0]})
+    top = max(sizes, key=lambda t: t["dice"] + t["aji"] + t["pq"])
+    assert sized["postprocess"]["min_size"] == top["min_size"]
+    assert sized["validation_before_min_size_search"]["postprocess"] == chosen
+
     from nucleoseg.models.weights import shipped_dir
 
     shipped = (shipped_dir() / "unet.json").read_bytes()

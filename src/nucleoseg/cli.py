@@ -256,9 +256,13 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--data")
     u.add_argument("--datasets", help="comma-separated data sets whose validation tiles are "
                                       "used (default: those the model was trained on)")
-    u.add_argument("--markers-only", action="store_true",
-                   help="keep the card's thresholds and minimum size; choose only the marker "
-                        "rule")
+    only = u.add_mutually_exclusive_group()
+    only.add_argument("--markers-only", action="store_true",
+                      help="keep the card's thresholds and minimum size; choose only the "
+                           "marker rule")
+    only.add_argument("--min-size-only", action="store_true",
+                      help="keep the card's thresholds and marker rule; choose only the "
+                           "minimum size (for Dice + AJI + PQ)")
     u.add_argument("--write", action="store_true", help="store the result in the model card")
     _add_backend(u)
     u.set_defaults(func=cli_train.cmd_tune)

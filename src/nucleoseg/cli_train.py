@@ -144,24 +144,26 @@ def cmd_tune(args: argparse.Namespace) -> int:
     names, images, labels = load_split("val", args.data, datasets)
     probs = [run(seg.probabilities(im)) for im in images]
     groups = data_sets_of(names) if len(datasets) > 1 else None
+    partial = args.markers_only or args.min_size_only
     best, scores, trials = select_postprocess(
-        probs, labels, groups=groups, start=seg.params if args.markers_only else None)
+        probs, labels, groups=groups, start=seg.params if partial else None,
+        min_size_only=args.min_size_only)
 
     after = scores_by_data_set(probs, labels, names, best, datasets)
-    before = (scores_by_data_set(probs, labels, names, seg.params, datasets)
-              if args.markers_only else None)
+    before = scores_by_data_set(probs, labels, names, seg.params, datasets) if partial else None
     print(f"validation ({', '.join(datasets)}): {best.to_dict()} -> AJI {scores['aji']:.4f} "
-          f"Dice {scores['dice']:.4f}")
+          f"Dice {scores['dice']:.4f} PQ {scores['pq']:.4f}")
     for ds, s in after.items():
-        was = f" (card: Dice {before[ds]['dice']:.4f}, AJI {before[ds]['aji']:.4f})" \
-            if before else ""
-        print(f"  {ds}: Dice {s['dice']:.4f}, AJI {s['aji']:.4f}, precision "
+        was = (f" (card: Dice {before[ds]['dice']:.4f}, AJI {before[ds]['aji']:.4f}, PQ "
+               f"{before[ds]['pq']:.4f})" if before else "")
+        print(f"  {ds}: Dice {s['dice']:.4f}, AJI {s['aji']:.4f}, PQ {s['pq']:.4f}, precision "
               f"{s['precision']:.4f}, recall {s['recall']:.4f}{was}")
     if args.write:
         record = dict(seg.card.record)
-        if args.markers_only:
-            record["marker_search"] = trials
-            record["validation_before_marker_search"] = {
+        if partial:
+            step = "marker" if args.markers_only else "min_size"
+            record[f"{step}_search"] = trials
+            record[f"validation_before_{step}_search"] = {
                 "postprocess": seg.params.to_dict(),
                 "validation": record.get("validation"),
                 "validation_by_dataset": record.get("validation_by_dataset")}

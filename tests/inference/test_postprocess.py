@@ -420,3 +420,33 @@ def test_select_postprocess_takes_the_dynamic_rule_only_where_it_helps():
     best, _, _ = select_postprocess([probs, probs], [truth, (truth > 0).astype(np.int32)],
                                     groups=["a", "b"], start=card)
     assert best.marker_dynamic == 0
+
+
+def test_min_size_is_chosen_for_pq_where_dice_and_aji_barely_see_fragments():
+    """Speckles of 12 px beside a nucleus: Dice and AJI hardly move when they go, PQ does,
+    so the minimum-size step drops them; when the speckles are true nuclei it keeps them. The
+    thresholds and the marker rule stay the card's."""
+    from nucleoseg.training.postprocess_choice import MIN_SIZES, select_postprocess
+
+    probs = _two_touching_interiors(dip=0.5)
+    speckles = [(5, 5), (5, 60), (52, 5), (52, 60)]
+    for r, c in speckles:  # 3 x 4 px, foreground and interior
+        probs[r:r + 3, c:c + 4] = 1.0
+    truth = np.zeros(probs.shape[:2], np.int32)
+    truth[probs[..., 0] > 0] = 1
+    truth[:, 34:][probs[:, 34:, 0] > 0] = 2
+    for r, c in speckles:
+        truth[r:r + 3, c:c + 4] = 0
+    card = PostprocessParams(threshold=0.5, interior_threshold=0.9, min_size=8)
+    assert probabilities_to_labels(probs, card).max() == 2 + len(speckles)
+    best, scores, trials = select_postprocess([probs], [truth], start=card, min_size_only=True)
+    assert best == card.replace(min_size=16)  # the first size that drops them; ties keep it
+    assert probabilities_to_labels(probs, best).max() == 2
+    assert scores["pq"] > trials[0]["pq"] + 0.2 and len(trials) == len(MIN_SIZES)
+    # the speckles are nuclei: dropping them loses Dice, AJI and PQ, the card's size stays
+    for k, (r, c) in enumerate(speckles):
+        truth[r:r + 3, c:c + 4] = 3 + k
+    best, _, _ = select_postprocess([probs], [truth], start=card, min_size_only=True)
+    assert best == card
+    with pytest.raises(ValueError, match="start from"):
+        select_postprocess([probs], [truth], min_size_only=True)

@@ -1,6 +1,8 @@
 """Choosing a model's post-processing on the validation tiles (step 3 of the training
 recipe, also ``nucleoseg tune`` and fine-tuning): the grids tried and the search that picks
-thresholds, minimum size and marker rule for pooled Dice + AJI together."""
+thresholds and marker rule for pooled Dice + AJI together, and the minimum size for Dice +
+AJI + PQ (Dice and AJI barely see a fragment of a few pixels; PQ counts it as a false
+nucleus, as every count and density does)."""
 
 from __future__ import annotations
 
@@ -14,7 +16,9 @@ from ..inference.postprocess import PostprocessParams, probabilities_to_labels
 
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
 INTERIOR_THRESHOLDS = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
-MIN_SIZES = (8, 16, 32)
+#: Minimum object sizes in pixels. The largest, 48 px, is about 3 um^2 at 40x (0.25 um/px)
+#: and 12 um^2 at 20x: well below a small lymphocyte's ~35 um^2 at either.
+MIN_SIZES = (8, 16, 24, 32, 40, 48)
 #: The marker rule's grid: dynamics h (0 = interior above its threshold), the logit's
 #: smoothing, and the interior level bounding where the maxima are looked for.
 MARKER_DYNAMICS = (1.0, 1.25, 1.5, 1.75, 2.0)
@@ -39,15 +43,21 @@ def selection_score(scores: dict[str, float]) -> float:
     return scores["dice"] + scores["aji"]
 
 
+def size_score(scores: dict[str, float]) -> float:
+    """What the minimum size maximises: pooled Dice + AJI + PQ (fragments count in PQ)."""
+    return scores["dice"] + scores["aji"] + scores["pq"]
+
+
 def select_postprocess(
     probs: list[np.ndarray], labels: list[np.ndarray], groups: list[str] | None = None,
-    start: PostprocessParams | None = None,
+    start: PostprocessParams | None = None, min_size_only: bool = False,
 ) -> tuple[PostprocessParams, dict[str, float], list[dict[str, Any]]]:
-    """Pick post-processing parameters that maximise pooled Dice + AJI on ``(probs, labels)``.
+    """Pick post-processing parameters on ``(probs, labels)``.
 
-    Coordinate search: thresholds jointly, then the minimum size, then the marker rule
+    Coordinate search: thresholds jointly for pooled Dice + AJI, then the minimum size
+    (:data:`MIN_SIZES`) for pooled Dice + AJI + PQ (:func:`size_score`), then the marker rule
     (:data:`MARKER_DYNAMICS` x :data:`MARKER_SIGMAS` x :data:`MARKER_LEVELS` against markers
-    by threshold).
+    by threshold) for pooled Dice + AJI.
 
     Parameters
     ----------
@@ -59,6 +69,8 @@ def select_postprocess(
     start : PostprocessParams, optional
         Keep these thresholds and minimum size (a model card's) and choose only the marker
         rule.
+    min_size_only : bool
+        With ``start``: keep its thresholds and marker rule and choose only the minimum size.
 
     Returns
     -------
@@ -90,22 +102,31 @@ def select_postprocess(
                 by_group[g] = by_group.get(g, Counts()) + c
             s = total.scores()
             s["aji_by_group"] = {g: c.scores()["aji"] for g, c in by_group.items()}
-            trials.append({**p.to_dict(), "aji": s["aji"], "dice": s["dice"],
+            trials.append({**p.to_dict(), "aji": s["aji"], "dice": s["dice"], "pq": s["pq"],
                            "precision": s["precision"], "recall": s["recall"],
                            **({"aji_by_data_set": s["aji_by_group"]} if groups else {})})
             out.append(s)
         return out
 
+    def choose_size(best: PostprocessParams, best_s: dict[str, Any]) -> tuple:
+        sizes = [best.replace(min_size=m) for m in MIN_SIZES if m != best.min_size]
+        for p, s in zip(sizes, score_all(sizes), strict=True):
+            if size_score(s) > size_score(best_s):
+                best, best_s = p, s
+        return best, best_s
+
+    if min_size_only:
+        if start is None:
+            raise ValueError("min_size_only needs the settings to start from")
+        best, best_s = choose_size(start, score_all([start])[0])
+        best_s.pop("aji_by_group")
+        return best, best_s, trials
     if start is None:
         grid = [PostprocessParams(threshold=t, interior_threshold=it)
                 for t in THRESHOLDS for it in INTERIOR_THRESHOLDS]
         scores = score_all(grid)
         k = int(np.argmax([selection_score(s) for s in scores]))
-        best, best_s = grid[k], scores[k]
-        sizes = [best.replace(min_size=m) for m in MIN_SIZES if m != best.min_size]
-        for p, s in zip(sizes, score_all(sizes), strict=True):
-            if selection_score(s) > selection_score(best_s):
-                best, best_s = p, s
+        best, best_s = choose_size(grid[k], scores[k])
     else:
         best = start.replace(marker_dynamic=0.0)
         best_s = score_all([best])[0]

@@ -244,8 +244,9 @@ def train_recipe(
             "optimizer": sched,
             "precision": precision,
             "augmentation": {"dihedral": True, **augmentation.to_dict()},
-            "postprocess_selection": "grid on the validation tiles, maximising pooled "
-                                     "Dice + AJI",
+            "postprocess_selection": "grid on the validation tiles: thresholds for pooled "
+                                     "Dice + AJI, then the minimum size for Dice + AJI + "
+                                     "PQ, then the marker rule for Dice + AJI",
             "seed": seed,
             "keras_backend": keras.backend.backend(),
             "keras_version": keras.__version__,
