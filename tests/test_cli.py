@@ -246,6 +246,26 @@ def test_benchmark_command_on_monuseg(tmp_path, threshold_model_path, data_root,
         assert len(r["per_image"]) == 2
 
 
+def test_benchmark_quality_setting(tmp_path, threshold_model_path, data_root, capsys):
+    """`benchmark --tta` runs the models with 4 flips per tile and says so in its rows and
+    title. The threshold model's kernels are symmetric, so flipped back and averaged its
+    metrics must equal the plain run's (a flip left undone would mirror the nuclei)."""
+    import json
+
+    rows = {}
+    for flag in ([], ["--tta"]):
+        out = tmp_path / f"rows{len(flag)}.json"
+        assert main(["benchmark", str(threshold_model_path), "--data", str(data_root),
+                     "--datasets", "monuseg", "--limit", "1", "--no-baseline",
+                     "--precision", "float32", "--json", str(out), "-q", *flag]) == 0
+        rows[bool(flag)] = json.loads(out.read_text())[0]
+        assert ("with --tta" in capsys.readouterr().out) == bool(flag)
+    assert rows[True]["tta"] is True and rows[False]["tta"] is False
+    assert rows[False]["dice"] > 0.3
+    for key, tol in (("dice", 1e-6), ("pq", 1e-6), ("object_f1", 1e-6), ("aji", 1e-4)):
+        assert rows[True][key] == pytest.approx(rows[False][key], abs=tol)  # float rounding
+
+
 def test_benchmark_both_data_sets_with_types(tmp_path, threshold_model_path, data_root, capsys):
     """One table per data set; CoNSeP rows carry the nucleus-type metrics of the shipped
     classifier; the JSON maps data set to rows."""

@@ -279,6 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="official test tiles, or the validation tiles held out of training")
     b.add_argument("--limit", type=int, help="first N tiles of each data set only")
     b.add_argument("--no-baseline", action="store_true", help="skip the Otsu+watershed row")
+    b.add_argument("--tta", action="store_true",
+                   help="run the models with the quality setting (average of 4 flips)")
     b.add_argument("--classifier", default="consep_types",
                    help="nucleus type classifier for data sets with types (CoNSeP)")
     b.add_argument("--no-classify", action="store_true", help="skip the nucleus type metrics")

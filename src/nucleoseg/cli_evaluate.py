@@ -126,11 +126,13 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         rows = run(benchmark(models, args.data, split=args.split,
                              include_baseline=not args.no_baseline, limit=args.limit,
                              precision=args.precision, dataset=ds, stain=args.stain,
+                             tta=args.tta,
                              classifier=None if args.no_classify else args.classifier), update)
         bar.close()
         used = sorted({r["compute_precision"] for r in rows if "compute_precision" in r})
         print(f"{TITLES.get(ds, ds)} {args.split} tiles ({len(rows[0]['per_image'])}), metrics "
-              f"pooled over all pixels/nuclei of the set; precision {', '.join(used) or '-'}")
+              f"pooled over all pixels/nuclei of the set; precision {', '.join(used) or '-'}"
+              f"{'; models with --tta (4 flips)' if args.tta else ''}")
         print(format_table(rows, markdown=args.markdown))
         types = format_types_table(rows, markdown=args.markdown)
         if types:

@@ -31,11 +31,13 @@ def benchmark(
     dataset: str = "monuseg",
     classifier: str | None = None,
     stain: str = "none",
+    tta: bool = False,
 ) -> Generator[Progress, None, list[dict[str, Any]]]:
     """Evaluate ``models`` on a split of ``dataset`` (a progress generator).
 
     ``stain`` (:mod:`nucleoseg.io.stain`) normalises the models' input (not the
-    baseline's). ``precision`` is passed to :meth:`Segmenter.load` (rows record it as
+    baseline's); ``tta`` runs the models with the quality setting (4 flips per tile, rows
+    record ``"tta": true``). ``precision`` is passed to :meth:`Segmenter.load` (rows record it as
     ``compute_precision``; ``precision`` is the metric). With ``classifier`` (a name or path)
     and a data set whose tiles carry nucleus types, every model's nuclei are classified and
     the row gets ``"types"``: the HoVer-Net classification metrics
@@ -75,7 +77,7 @@ def benchmark(
             from ..inference.predict import run
             from ..inference.segment import Segmenter
 
-            seg = Segmenter.load(name, precision=precision, stain=stain)
+            seg = Segmenter.load(name, precision=precision, stain=stain, tta=tta)
             run(seg.segment(images[0][:256, :256]))  # compile outside the timing
 
             def segment(img, seg=seg):
@@ -104,6 +106,7 @@ def benchmark(
         if name != BASELINE:
             row["compute_precision"] = seg.precision
             row["engine"] = seg.engine
+            row["tta"] = seg.flips > 1
         row["dice_mean"] = sum(r["dice"] for r in per_image) / len(per_image)
         row["aji_mean"] = sum(r["aji"] for r in per_image) / len(per_image)
         row["seconds_per_tile"] = seconds / len(tiles)
